@@ -1,0 +1,28 @@
+# Two commands: `make demo` and `make test`. Each creates .venv (Python 3.12+) on first use.
+PYTHON ?= $(shell command -v python3.12 2>/dev/null || ls -d $$(pyenv root 2>/dev/null)/versions/3.12.*/bin/python3 2>/dev/null | tail -1)
+VENV := .venv
+# litellm would otherwise fetch its price map from the network at import.
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+
+.PHONY: demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.12+ not found: run 'make PYTHON=/path/to/python3.12 ...'" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 12), "AgentGym needs Python 3.12+"'
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade uv
+	$(VENV)/bin/uv pip install -q --python $(VENV)/bin/python -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/agentgym demo
+
+test: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -q
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/proxy_overhead.py
+	$(VENV)/bin/python benchmarks/recorder_throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

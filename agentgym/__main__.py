@@ -1,0 +1,3 @@
+from agentgym.cli import app
+
+app()

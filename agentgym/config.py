@@ -1,0 +1,124 @@
+"""Configuration: one `agentgym.yaml`, validated by pydantic, every field overridable by
+`AGENTGYM_*` environment variables (nested with `__`, e.g. `AGENTGYM_UPSTREAM__URL`).
+
+Precedence, highest first: command-line flags, environment, the YAML file, defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict, YamlConfigSettingsSource
+
+CONFIG_ENV = "AGENTGYM_CONFIG"
+DEFAULT_CONFIG_FILE = "agentgym.yaml"
+
+
+class ServerConfig(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = Field(10_000_000, description="larger request bodies get 413")
+    proxy_keys: list[str] = Field(
+        default_factory=list,
+        description="if set, clients must send one of these as `Authorization: Bearer KEY`",
+    )
+    admin_key: str | None = Field(None, description="required by /admin/*; unset means admin is local-token only")
+
+
+class UpstreamConfig(BaseModel):
+    url: str = "https://api.openai.com/v1"
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the upstream key")
+    auth: Literal["auto", "env", "passthrough"] = Field(
+        "auto",
+        description="auto: the client's Authorization header if it sends one that is not a proxy key, "
+        "else the key from api_key_env; env: always api_key_env; passthrough: always the client's header",
+    )
+    timeout_s: float = 600.0
+    connect_timeout_s: float = 10.0
+    max_connections: int = 1000
+    models: list[str] = Field(
+        default_factory=list, description="if set, /v1/models lists these instead of asking the upstream"
+    )
+
+
+class ProviderConfig(BaseModel):
+    """A non-OpenAI provider reached through litellm, for models named `provider/model`."""
+
+    api_base: str | None = None
+    api_key_env: str | None = None
+
+
+class ModelPrice(BaseModel):
+    input_cost_per_token: float
+    output_cost_per_token: float
+
+
+class StoreConfig(BaseModel):
+    path: Path = Path("agentgym.duckdb")
+    flush_interval_s: float = Field(0.1, description="the most a `kill -9` can lose is about this much traffic")
+    batch_max_rows: int = 20_000
+    queue_max_rows: int = Field(200_000, description="beyond this, records are dropped (counted), never requests")
+    record_bodies: bool = Field(True, description="store request and response JSON with each inference")
+
+
+class OutcomeRules(BaseModel):
+    """How a `role: "tool"` message's content is read as success, error or unknown."""
+
+    error_keys: list[str] = ["error", "errors", "exception", "error_message", "err"]
+    status_keys: list[str] = ["status", "state", "result", "outcome"]
+    error_statuses: list[str] = ["error", "failed", "failure", "fail", "exception", "invalid", "denied"]
+    success_statuses: list[str] = ["ok", "success", "succeeded", "done", "completed", "complete"]
+    error_patterns: list[str] = [
+        r"^\s*(error|exception|traceback|failed|failure)\b",
+        r"\b[A-Za-z_]*(Error|Exception)\s*:",
+        r"^\s*\{?\s*\"?status\"?\s*:\s*(4|5)\d\d\b",
+    ]
+    empty_is: Literal["success", "error", "unknown"] = "unknown"
+    text_is: Literal["success", "error", "unknown"] = "success"
+
+
+class EpisodeConfig(BaseModel):
+    link_cache_size: int = Field(200_000, description="recent messages and tool calls kept for automatic linking")
+    idle_timeout_s: float = Field(300.0, description="an episode with no feedback is finished after this idle time")
+    success_reward_threshold: float = Field(0.5, description="feedback reward at or above this counts as success")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AGENTGYM_", env_nested_delimiter="__", extra="forbid")
+
+    server: ServerConfig = ServerConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    pricing: dict[str, ModelPrice] = Field(default_factory=dict, description="prices for models litellm does not know")
+    store: StoreConfig = StoreConfig()
+    outcomes: OutcomeRules = OutcomeRules()
+    episodes: EpisodeConfig = EpisodeConfig()
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
+
+
+def config_file(explicit: Path | None = None) -> Path | None:
+    """The file to read: the flag, then $AGENTGYM_CONFIG, then ./agentgym.yaml if present."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise FileNotFoundError(f"config file not found: {explicit}")
+        return explicit
+    from_env = os.environ.get(CONFIG_ENV)
+    if from_env:
+        return config_file(Path(from_env))
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def load_settings(path: Path | None = None, **overrides: object) -> Settings:
+    """Settings from file + environment, with `overrides` (nested dicts) from the command line on top."""
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(yaml_file=config_file(path))
+
+    return FileSettings(**overrides)

@@ -1,0 +1,1 @@
+"""Reports, metrics and (later) dashboards over the store."""

@@ -1,0 +1,283 @@
+"""The reliability and cost report: one JSON object (PRODUCT.md, "Report JSON"), or rich tables.
+
+Rates are over the outcomes that are known: a tool call whose result never came back
+(`unknown`) or an episode without feedback that is still running counts in `total` but not
+in `success_rate`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+from rich.console import Console
+from rich.table import Table
+
+from agentgym.store.queries import Scope, with_base
+
+
+def _rate(part: Any, whole: Any) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value is not None else None
+
+
+def _rows(con: duckdb.DuckDBPyConnection, select: str, scope: Scope, **extra: object) -> list[dict[str, Any]]:
+    cursor = con.execute(with_base(select), {**scope.params(), **extra})
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def build_report(con: duckdb.DuckDBPyConnection, scope: Scope, window: int = 100) -> dict[str, Any]:
+    if window < 1:
+        raise ValueError("--window must be at least 1")
+    calls = _rows(
+        con,
+        "SELECT count(*) total, count(*) FILTER (outcome = 'success') success, "
+        "count(*) FILTER (outcome = 'error') error, count(*) FILTER (outcome = 'unknown') unknown FROM calls",
+        scope,
+    )[0]
+    episodes = _rows(
+        con,
+        "SELECT count(*) total, count(*) FILTER (ok) success, count(*) FILTER (NOT ok) failure, "
+        "count(*) FILTER (finished) finished FROM episodes",
+        scope,
+    )[0]
+    tokens = _rows(
+        con,
+        "SELECT count(*) requests, avg(prompt_tokens) prompt, avg(completion_tokens) completion, "
+        "coalesce(sum(cost_usd), 0) cost, count(*) FILTER (status >= 400) errors FROM inf",
+        scope,
+    )[0]
+    return {
+        "generated_at": datetime.now(UTC).isoformat(),
+        "since": _iso(scope.since),
+        "tool_calls": {
+            **calls,
+            "success_rate": _rate(calls["success"], calls["success"] + calls["error"]),
+        },
+        "episodes": {
+            "total": episodes["total"],
+            "finished": episodes["finished"],
+            "success": episodes["success"],
+            "failure": episodes["failure"],
+            "success_rate": _rate(episodes["success"], episodes["success"] + episodes["failure"]),
+        },
+        "requests": {"total": tokens["requests"], "errors": tokens["errors"]},
+        "tokens": {
+            "prompt_per_request": _round(tokens["prompt"]),
+            "completion_per_request": _round(tokens["completion"]),
+            "cost_usd_total": round(tokens["cost"], 6),
+            "cost_per_successful_episode": (
+                round(tokens["cost"] / episodes["success"], 6) if episodes["success"] else None
+            ),
+        },
+        "by_tool": _by_tool(con, scope),
+        "by_model": _by_model(con, scope),
+        "by_policy": _by_policy(con, scope),
+        "timeline": _timeline(con, scope, window),
+    }
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return round(value, digits) if value is not None else None
+
+
+def _by_tool(con: duckdb.DuckDBPyConnection, scope: Scope) -> list[dict[str, Any]]:
+    rows = _rows(
+        con,
+        """
+        SELECT name AS tool, count(*) calls,
+               count(*) FILTER (outcome = 'success') success, count(*) FILTER (outcome = 'error') error,
+               count(*) FILTER (outcome = 'unknown') unknown
+        FROM calls GROUP BY name ORDER BY calls DESC, tool
+        """,
+        scope,
+    )
+    errors = _rows(
+        con,
+        """
+        SELECT name AS tool, error_message AS message, count(*) AS count
+        FROM calls WHERE outcome = 'error' AND error_message IS NOT NULL
+        GROUP BY name, error_message QUALIFY row_number() OVER (PARTITION BY name ORDER BY count(*) DESC, message) <= 3
+        ORDER BY tool, count DESC
+        """,
+        scope,
+    )
+    top: dict[str, list[dict[str, Any]]] = {}
+    for row in errors:
+        top.setdefault(row["tool"], []).append({"message": row["message"], "count": row["count"]})
+    return [
+        {
+            "tool": row["tool"],
+            "calls": row["calls"],
+            "success": row["success"],
+            "error": row["error"],
+            "unknown": row["unknown"],
+            "success_rate": _rate(row["success"], row["success"] + row["error"]),
+            "error_rate": _rate(row["error"], row["success"] + row["error"]),
+            "top_errors": top.get(row["tool"], []),
+        }
+        for row in rows
+    ]
+
+
+def _by_model(con: duckdb.DuckDBPyConnection, scope: Scope) -> list[dict[str, Any]]:
+    rows = _rows(
+        con,
+        """
+        SELECT model, provider, count(*) requests, count(*) FILTER (status >= 400) errors,
+               coalesce(sum(prompt_tokens), 0) prompt_tokens, coalesce(sum(completion_tokens), 0) completion_tokens,
+               coalesce(sum(cost_usd), 0) cost_usd,
+               quantile_cont(latency_ms, 0.5) latency_ms_p50, quantile_cont(latency_ms, 0.95) latency_ms_p95
+        FROM inf GROUP BY ALL ORDER BY requests DESC, model
+        """,
+        scope,
+    )
+    for row in rows:
+        row["cost_usd"] = round(row["cost_usd"], 6)
+        row["latency_ms_p50"] = _round(row["latency_ms_p50"])
+        row["latency_ms_p95"] = _round(row["latency_ms_p95"])
+    return rows
+
+
+def _by_policy(con: duckdb.DuckDBPyConnection, scope: Scope) -> list[dict[str, Any]]:
+    rows = _rows(
+        con,
+        """
+        WITH ep AS (
+            SELECT policy_version AS version, arm, count(*) episodes,
+                   count(*) FILTER (ok) success, count(*) FILTER (NOT ok) failure
+            FROM episodes GROUP BY ALL
+        ),
+        tc AS (
+            SELECT e.policy_version AS version, e.arm,
+                   count(*) FILTER (c.outcome = 'success') success, count(*) FILTER (c.outcome = 'error') error
+            FROM calls c JOIN episodes e USING (episode_id) GROUP BY ALL
+        ),
+        tok AS (
+            SELECT e.policy_version AS version, e.arm, avg(i.prompt_tokens) prompt
+            FROM inf i JOIN episodes e USING (episode_id) GROUP BY ALL
+        )
+        SELECT ep.version, ep.arm, ep.episodes, ep.success, ep.failure,
+               tc.success AS tool_success, tc.error AS tool_error, tok.prompt
+        FROM ep
+        LEFT JOIN tc ON tc.version IS NOT DISTINCT FROM ep.version AND tc.arm IS NOT DISTINCT FROM ep.arm
+        LEFT JOIN tok ON tok.version IS NOT DISTINCT FROM ep.version AND tok.arm IS NOT DISTINCT FROM ep.arm
+        ORDER BY ep.episodes DESC
+        """,
+        scope,
+    )
+    return [
+        {
+            "version": row["version"],
+            "arm": row["arm"],
+            "episodes": row["episodes"],
+            "tool_success_rate": _rate(row["tool_success"] or 0, (row["tool_success"] or 0) + (row["tool_error"] or 0)),
+            "episode_success_rate": _rate(row["success"], row["success"] + row["failure"]),
+            "prompt_tokens_per_request": _round(row["prompt"]),
+        }
+        for row in rows
+    ]
+
+
+def _timeline(con: duckdb.DuckDBPyConnection, scope: Scope, window: int) -> list[dict[str, Any]]:
+    rows = _rows(
+        con,
+        """
+        WITH w AS (
+            SELECT episode_id, started_at, ended_at, ok, policy_version,
+                   (row_number() OVER (ORDER BY ended_at, episode_id) - 1) // $window AS win
+            FROM episodes WHERE finished
+        ),
+        tc AS (
+            SELECT w.win, count(*) FILTER (c.outcome = 'success') success, count(*) FILTER (c.outcome = 'error') error
+            FROM calls c JOIN w USING (episode_id) GROUP BY w.win
+        ),
+        tok AS (
+            SELECT w.win, avg(i.prompt_tokens) prompt FROM inf i JOIN w USING (episode_id) GROUP BY w.win
+        )
+        SELECT w.win, min(w.ended_at) first_at, max(w.ended_at) last_at, count(*) episodes,
+               count(*) FILTER (w.ok) success, count(*) FILTER (NOT w.ok) failure,
+               any_value(tc.success) tool_success, any_value(tc.error) tool_error, any_value(tok.prompt) prompt,
+               list_sort(list_distinct(list(w.policy_version))) versions
+        FROM w LEFT JOIN tc USING (win) LEFT JOIN tok USING (win)
+        GROUP BY w.win ORDER BY w.win
+        """,
+        scope,
+        window=window,
+    )
+    return [
+        {
+            "first_episode_at": _iso(row["first_at"]),
+            "last_episode_at": _iso(row["last_at"]),
+            "episodes": row["episodes"],
+            "tool_success_rate": _rate(row["tool_success"] or 0, (row["tool_success"] or 0) + (row["tool_error"] or 0)),
+            "episode_success_rate": _rate(row["success"], row["success"] + row["failure"]),
+            "prompt_tokens_per_request": _round(row["prompt"]),
+            "policy_versions": row["versions"],
+        }
+        for row in rows
+    ]
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _num(value: float | None, fmt: str = "{:,.1f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def print_tables(report: dict[str, Any], console: Console) -> None:
+    calls, episodes, tokens = report["tool_calls"], report["episodes"], report["tokens"]
+    summary = Table(title="AgentGym report", show_header=False)
+    summary.add_row("tool calls", f"{calls['total']:,}  success {_pct(calls['success_rate'])}  "
+                    f"(error {calls['error']:,}, unknown {calls['unknown']:,})")
+    summary.add_row("episodes", f"{episodes['total']:,}  success {_pct(episodes['success_rate'])}  "
+                    f"({episodes['success']:,} ok, {episodes['failure']:,} failed)")
+    summary.add_row("requests", f"{report['requests']['total']:,}  ({report['requests']['errors']:,} errors)")
+    summary.add_row("tokens / request", f"prompt {_num(tokens['prompt_per_request'])}, "
+                    f"completion {_num(tokens['completion_per_request'])}")
+    summary.add_row("cost", f"${tokens['cost_usd_total']:.4f} total, "
+                    f"{_num(tokens['cost_per_successful_episode'], '${:.4f}')} per successful episode")
+    console.print(summary)
+
+    by_tool = Table(title="By tool")
+    for column in ("tool", "calls", "success", "error", "unknown", "top error"):
+        by_tool.add_column(column, justify="left" if column in ("tool", "top error") else "right")
+    for row in report["by_tool"]:
+        top = row["top_errors"][0] if row["top_errors"] else None
+        by_tool.add_row(row["tool"], f"{row['calls']:,}", _pct(row["success_rate"]), _pct(row["error_rate"]),
+                        f"{row['unknown']:,}", f"{top['message'][:60]} ({top['count']})" if top else "")
+    console.print(by_tool)
+
+    by_model = Table(title="By model")
+    for column in ("model", "provider", "requests", "errors", "prompt tok", "completion tok", "cost $", "p50 ms", "p95 ms"):
+        by_model.add_column(column, justify="left" if column in ("model", "provider") else "right")
+    for row in report["by_model"]:
+        by_model.add_row(str(row["model"]), str(row["provider"]), f"{row['requests']:,}", f"{row['errors']:,}",
+                         f"{row['prompt_tokens']:,}", f"{row['completion_tokens']:,}", f"{row['cost_usd']:.4f}",
+                         _num(row["latency_ms_p50"]), _num(row["latency_ms_p95"]))
+    console.print(by_model)
+
+    by_policy = Table(title="By policy")
+    for column in ("version", "arm", "episodes", "tool success", "episode success", "prompt tok/req"):
+        by_policy.add_column(column, justify="left" if column in ("version", "arm") else "right")
+    for row in report["by_policy"]:
+        by_policy.add_row(str(row["version"] or "none"), str(row["arm"]), f"{row['episodes']:,}",
+                          _pct(row["tool_success_rate"]), _pct(row["episode_success_rate"]),
+                          _num(row["prompt_tokens_per_request"]))
+    console.print(by_policy)
+
+    timeline = Table(title="Timeline (finished episodes)")
+    for column in ("ended", "episodes", "tool success", "episode success", "prompt tok/req", "policies"):
+        timeline.add_column(column, justify="left" if column in ("ended", "policies") else "right")
+    for row in report["timeline"]:
+        timeline.add_row(str(row["last_episode_at"])[:19], f"{row['episodes']:,}", _pct(row["tool_success_rate"]),
+                         _pct(row["episode_success_rate"]), _num(row["prompt_tokens_per_request"]),
+                         ", ".join(v or "none" for v in row["policy_versions"]))
+    console.print(timeline)

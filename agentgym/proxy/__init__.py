@@ -1,0 +1,1 @@
+"""The OpenAI-compatible proxy: forwarding, episode linking, tool outcomes, recording."""

@@ -1,0 +1,186 @@
+"""The proxy's Starlette app: routes, and the parts they share, built from Settings."""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from agentgym.config import Settings
+from agentgym.dashboards.metrics import ProxyMetrics
+from agentgym.dashboards.report import build_report
+from agentgym.proxy.chat_completions import BadRequest, ChatCompletions
+from agentgym.proxy.episodes import EpisodeLinker
+from agentgym.proxy.feedback import FeedbackEndpoint
+from agentgym.proxy.outcomes import OutcomeClassifier
+from agentgym.proxy.upstream import (
+    LiteLLMProviders,
+    OpenAICompatible,
+    UpstreamFailure,
+    as_openai_error,
+    error_body,
+)
+from agentgym.proxy.usage import UsageCosting
+from agentgym.store import live_server
+from agentgym.store.queries import Scope
+from agentgym.store.recorder import Recorder, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Proxy:
+    """Everything the routes share; one per app."""
+
+    settings: Settings
+    recorder: Recorder
+    costing: UsageCosting
+    linker: EpisodeLinker
+    upstream: OpenAICompatible
+    metrics: ProxyMetrics
+    chat: ChatCompletions
+    feedback: FeedbackEndpoint
+    server_note: live_server.LiveServer | None = None
+
+
+def build_proxy(settings: Settings) -> Proxy:
+    costing = UsageCosting(settings.pricing, record_bodies=settings.store.record_bodies)
+    recorder = Recorder(
+        settings.store.path,
+        flush_interval_s=settings.store.flush_interval_s,
+        batch_max_rows=settings.store.batch_max_rows,
+        queue_max_rows=settings.store.queue_max_rows,
+        prepare={"inferences": costing.row},
+    )
+    linker = EpisodeLinker(settings.episodes.link_cache_size)
+    upstream = OpenAICompatible(settings.upstream)
+    metrics = ProxyMetrics(recorder)
+    chat = ChatCompletions(
+        settings,
+        upstream=upstream,
+        providers=LiteLLMProviders(settings.providers),
+        linker=linker,
+        classifier=OutcomeClassifier(settings.outcomes),
+        recorder=recorder,
+        metrics=metrics,
+    )
+    return Proxy(settings, recorder, costing, linker, upstream, metrics, chat, FeedbackEndpoint(linker, recorder))
+
+
+def create_app(settings: Settings, *, public_url: str | None = None) -> Starlette:
+    """The ASGI app. `public_url` is where this server listens, announced beside the store file."""
+    proxy = build_proxy(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        proxy.costing.warm()
+        proxy.recorder.start()
+        if public_url:
+            proxy.server_note = live_server.announce(settings.store.path, public_url)
+        try:
+            yield
+        finally:
+            if proxy.server_note is not None:
+                live_server.withdraw(settings.store.path, proxy.server_note)
+            await proxy.upstream.aclose()
+            await run_in_threadpool(proxy.recorder.close)
+
+    async def models(request: Request) -> Response:
+        configured = settings.upstream.models
+        if configured:
+            data = [{"id": m, "object": "model", "created": 0, "owned_by": "agentgym"} for m in configured]
+            return JSONResponse({"object": "list", "data": data})
+        try:
+            headers = proxy.chat.upstream_headers(request)
+        except BadRequest as exc:
+            return exc.response()
+        try:
+            reply = await proxy.upstream.send("/models", None, headers, stream=False)
+        except UpstreamFailure as failure:
+            return Response(error_body(failure.message, "upstream_error", failure.code), failure.status,
+                            media_type="application/json")
+        body = reply.body if reply.status < 400 else as_openai_error(reply.status, reply.body)
+        return Response(body, reply.status, media_type="application/json")
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        recorder = proxy.recorder
+        body = {
+            "ready": recorder.healthy,
+            "recorder": {
+                "healthy": recorder.healthy,
+                "queue_depth": recorder.queue_depth,
+                "dropped": dict(recorder.dropped),
+                "last_error": recorder.last_error,
+            },
+        }
+        return JSONResponse(body, 200 if recorder.healthy else 503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(proxy.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def admin_report(request: Request) -> Response:
+        if not _admin_allowed(request, settings, proxy.server_note):
+            return Response(error_body("admin key required", "authentication_error", "invalid_admin_key"), 401,
+                            media_type="application/json")
+        try:
+            since = request.query_params.get("since")
+            scope = Scope(
+                since=datetime.fromisoformat(since) if since else None,
+                success_reward_threshold=settings.episodes.success_reward_threshold,
+                idle_timeout_s=settings.episodes.idle_timeout_s,
+            )
+            window = int(request.query_params.get("window", 100))
+        except ValueError as exc:
+            return Response(error_body(str(exc), "invalid_request_error", "invalid_query"), 400,
+                            media_type="application/json")
+
+        def report() -> dict:
+            proxy.recorder.flush(timeout=5)
+            with proxy.recorder.reader() as con:
+                return build_report(con, scope, window)
+
+        try:
+            data = await run_in_threadpool(report)
+        except StoreUnavailable as exc:
+            return Response(error_body(f"store unavailable: {exc}", "server_error", "store_unavailable"), 503,
+                            media_type="application/json")
+        except ValueError as exc:
+            return Response(error_body(str(exc), "invalid_request_error", "invalid_query"), 400,
+                            media_type="application/json")
+        return Response(orjson.dumps(data), media_type="application/json")
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", proxy.chat.handle, methods=["POST"]),
+            Route("/chat/completions", proxy.chat.handle, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/feedback", proxy.feedback.handle, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/admin/report", admin_report, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.proxy = proxy
+    return app
+
+
+def _admin_allowed(request: Request, settings: Settings, note: live_server.LiveServer | None) -> bool:
+    presented = request.headers.get("authorization", "")
+    presented = presented[7:].strip() if presented[:7].lower() == "bearer " else request.headers.get("x-agentgym-admin-key", "")
+    accepted = [k for k in (settings.server.admin_key, note.token if note else None) if k]
+    return any(hmac.compare_digest(presented, key) for key in accepted)

@@ -1,0 +1,141 @@
+"""What one inference cost: tokens and dollars, from litellm, computed on the writer thread.
+
+The request handler only collects facts (the model, the upstream's `usage` if any); turning
+them into a stored row happens in the recorder's thread, so litellm's token counting and
+price lookups never add latency to a request. Tokens missing from the upstream's answer
+(a stream without `include_usage`) are counted with litellm's tokenizer and flagged
+`usage_estimated`. Models litellm has no price for get the prices from `pricing:`, or none.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from agentgym.config import ModelPrice
+
+log = logging.getLogger(__name__)
+
+
+class UsageCosting:
+    """Turns InferenceRecords into stored rows with tokens and cost; owns the litellm import."""
+
+    def __init__(self, pricing: dict[str, ModelPrice] | None = None, *, record_bodies: bool = True) -> None:
+        self.pricing = pricing or {}
+        self.record_bodies = record_bodies
+        self._lock = threading.Lock()
+        self._litellm: Any = None
+        self._cost = functools.lru_cache(maxsize=65_536)(self._uncached_cost)
+
+    def litellm(self) -> Any:
+        """litellm, imported once (it takes seconds) with our `pricing:` registered."""
+        with self._lock:
+            if self._litellm is None:
+                import litellm
+
+                if self.pricing:
+                    litellm.register_model(
+                        {
+                            model: {**price.model_dump(), "litellm_provider": "openai", "mode": "chat"}
+                            for model, price in self.pricing.items()
+                        }
+                    )
+                self._litellm = litellm
+        return self._litellm
+
+    def warm(self) -> threading.Thread:
+        """Start importing litellm in the background so the first row does not wait on it."""
+        thread = threading.Thread(target=self.litellm, name="agentgym-litellm-import", daemon=True)
+        thread.start()
+        return thread
+
+    def row(self, record: InferenceRecord) -> tuple:
+        prompt, completion, estimated = self._tokens(record)
+        cost = self._cost(record.model, prompt, completion) if record.model and prompt is not None else None
+        return record.to_row(prompt, completion, estimated, cost, with_bodies=self.record_bodies)
+
+    def _tokens(self, record: InferenceRecord) -> tuple[int | None, int | None, bool]:
+        usage = record.usage or {}
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if prompt is not None and completion is not None:
+            return prompt, completion, False
+        if record.status != 200 or record.request_body is None or not record.model:
+            return prompt, completion, False
+        try:
+            return self._estimate(record.model, record.request_body, record.answer)
+        except Exception as exc:  # noqa: BLE001 - an estimate is best-effort
+            log.debug("token estimate failed for %s: %s", record.model, exc)
+            return None, None, False
+
+    def _estimate(self, model: str, request_body: bytes, answer: dict[str, Any] | None) -> tuple[int, int, bool]:
+        litellm = self.litellm()
+        request = orjson.loads(request_body)
+        prompt = litellm.token_counter(model=model, messages=request.get("messages"), tools=request.get("tools"))
+        text = ""
+        if answer:
+            text = (answer.get("content") or "") + "".join(
+                call["function"]["name"] + call["function"]["arguments"] for call in answer.get("tool_calls") or ()
+            )
+        completion = litellm.token_counter(model=model, text=text, count_response_tokens=True) if text else 0
+        return prompt, completion, True
+
+    def _uncached_cost(self, model: str, prompt_tokens: int, completion_tokens: int | None) -> float | None:
+        try:
+            prompt_cost, completion_cost = self.litellm().cost_per_token(
+                model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens or 0
+            )
+        except Exception:  # noqa: BLE001 - a model litellm has no price for: no cost, not an error
+            return None
+        return prompt_cost + completion_cost
+
+
+@dataclass(slots=True)
+class InferenceRecord:
+    id: str
+    episode_id: str
+    episode_link: str
+    created_at: float
+    model: str | None
+    provider: str
+    stream: bool
+    tools_offered: int
+    tool_choice: str | None
+    request_body: bytes | None = None
+    status: int = 0
+    error_type: str | None = None
+    error_message: str | None = None
+    usage: dict[str, Any] | None = None
+    latency_ms: float | None = None
+    ttfb_ms: float | None = None
+    finish_reason: str | None = None
+    policy_version: str | None = None
+    arm: str = "control"
+    answer: dict[str, Any] | None = None  # the assistant message, for recording and token estimates
+    response_body: bytes | None = None
+
+    def to_row(
+        self, prompt: int | None, completion: int | None, estimated: bool, cost: float | None, *, with_bodies: bool
+    ) -> tuple:
+        """The `inferences` row, in store.schema's column order."""
+        return (
+            self.id, self.episode_id, self.episode_link, self.created_at, self.model, self.provider,
+            self.stream, self.status, self.error_type, self.error_message, prompt, completion, estimated, cost,
+            self.latency_ms, self.ttfb_ms, self.tools_offered, self.tool_choice, self.finish_reason,
+            self.policy_version, self.arm,
+            self.request_body.decode(errors="replace") if with_bodies and self.request_body is not None else None,
+            self._response_text() if with_bodies else None,
+        )
+
+    def _response_text(self) -> str | None:
+        if self.response_body is not None:
+            return self.response_body.decode(errors="replace")
+        if self.answer is None:
+            return None
+        return orjson.dumps(
+            {"choices": [{"message": self.answer, "finish_reason": self.finish_reason}], "usage": self.usage}
+        ).decode()

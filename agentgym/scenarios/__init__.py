@@ -1,0 +1,1 @@
+"""Scenarios and the stand-in model used by the demo, tests and benchmarks."""

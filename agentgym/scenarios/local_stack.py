@@ -1,0 +1,87 @@
+"""The stand-in model and the proxy as real processes on loopback, for the demo, tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Service:
+    """A child process serving HTTP on 127.0.0.1."""
+
+    name: str
+    port: int
+    process: subprocess.Popen
+    log_path: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, then wait (a graceful shutdown flushes the recorder); SIGKILL if it hangs."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+
+def start(name: str, args: list[str], *, port: int, ready_path: str, log_dir: Path, env: dict[str, str] | None = None,
+          timeout: float = 60) -> Service:
+    """Run `python -m agentgym ARGS` and wait until GET ready_path answers 200."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}-{port}.log"
+    child_env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", **(env or {})}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "agentgym", *args], stdout=log, stderr=subprocess.STDOUT, env=child_env
+        )
+    service = Service(name, port, process, log_path, env or {})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{service.log()}")
+        try:
+            if httpx.get(service.url + ready_path, timeout=1).status_code == 200:
+                return service
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    service.stop()
+    raise RuntimeError(f"{name} was not ready within {timeout}s:\n{service.log()}")
+
+
+def start_model(log_dir: Path, port: int | None = None) -> Service:
+    port = port or free_port()
+    return start("model", ["scenarios", "serve-model", "--port", str(port)], port=port, ready_path="/v1/models",
+                 log_dir=log_dir)
+
+
+def start_proxy(upstream: str, db: Path, log_dir: Path, *, port: int | None = None, extra_args: list[str] | None = None,
+                env: dict[str, str] | None = None) -> Service:
+    port = port or free_port()
+    args = ["serve", "--upstream", upstream, "--port", str(port), "--db", str(db), *(extra_args or [])]
+    return start("proxy", args, port=port, ready_path="/healthz", log_dir=log_dir, env=env)

@@ -1,0 +1,1 @@
+"""The DuckDB store: schema, the batched writer, shared read queries."""
