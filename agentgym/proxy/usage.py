@@ -31,6 +31,7 @@ class UsageCosting:
         self._lock = threading.Lock()
         self._litellm: Any = None
         self._cost = functools.lru_cache(maxsize=65_536)(self._uncached_cost)
+        self._unpriced: set[str] = set()
 
     def litellm(self) -> Any:
         """litellm, imported once (it takes seconds) with our `pricing:` registered."""
@@ -38,6 +39,7 @@ class UsageCosting:
             if self._litellm is None:
                 import litellm
 
+                litellm.suppress_debug_info = True  # no banners on stdout for unpriced models
                 if self.pricing:
                     litellm.register_model(
                         {
@@ -85,11 +87,14 @@ class UsageCosting:
         return prompt, completion, True
 
     def _uncached_cost(self, model: str, prompt_tokens: int, completion_tokens: int | None) -> float | None:
+        if model in self._unpriced:
+            return None
         try:
             prompt_cost, completion_cost = self.litellm().cost_per_token(
                 model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens or 0
             )
         except Exception:  # noqa: BLE001 - a model litellm has no price for: no cost, not an error
+            self._unpriced.add(model)
             return None
         return prompt_cost + completion_cost
 

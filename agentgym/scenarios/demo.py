@@ -139,9 +139,8 @@ def run_demo(*, episodes: int, seed: int, db: Path, port: int, console: Console)
                 calls, errors = calls + counts["calls"], errors + counts["errors"]
                 rate = (calls - errors) / calls if calls else 0.0
                 progress.update(task, advance=1, description=f"tool calls {calls}, success {rate:.0%}")
-        exit_code = proxy.stop()
-        if exit_code != 0:
-            console.print(f"[red]proxy exited with {exit_code}[/red]\n{proxy.log()}")
+        if not proxy.stop():
+            console.print(f"[red]the proxy did not shut down cleanly[/red]\n{proxy.log()}")
     finally:
         if proxy is not None:
             proxy.stop()

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -28,14 +28,17 @@ class Service:
     port: int
     process: subprocess.Popen
     log_path: Path | None = None
-    env: dict[str, str] = field(default_factory=dict)
+    db: Path | None = None  # the store file, for a proxy
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def stop(self, timeout: float = 30) -> int:
-        """SIGTERM, then wait (a graceful shutdown flushes the recorder); SIGKILL if it hangs."""
+    def stop(self, timeout: float = 30) -> bool:
+        """SIGTERM, then wait (a graceful shutdown flushes the recorder); SIGKILL if it hangs.
+
+        True if it shut down cleanly: exit 0, or uvicorn's re-raised SIGTERM after a graceful stop.
+        """
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -43,7 +46,8 @@ class Service:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        return self.process.returncode
+                return False
+        return self.process.returncode in (0, -signal.SIGTERM)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
@@ -59,7 +63,7 @@ def start(name: str, args: list[str], *, port: int, ready_path: str, log_dir: Pa
         process = subprocess.Popen(
             [sys.executable, "-m", "agentgym", *args], stdout=log, stderr=subprocess.STDOUT, env=child_env
         )
-    service = Service(name, port, process, log_path, env or {})
+    service = Service(name, port, process, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -84,4 +88,6 @@ def start_proxy(upstream: str, db: Path, log_dir: Path, *, port: int | None = No
                 env: dict[str, str] | None = None) -> Service:
     port = port or free_port()
     args = ["serve", "--upstream", upstream, "--port", str(port), "--db", str(db), *(extra_args or [])]
-    return start("proxy", args, port=port, ready_path="/healthz", log_dir=log_dir, env=env)
+    service = start("proxy", args, port=port, ready_path="/healthz", log_dir=log_dir, env=env)
+    service.db = db
+    return service

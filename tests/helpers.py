@@ -1,0 +1,124 @@
+"""Servers the tests run on loopback beside the real proxy process.
+
+- `ThreadServer` runs an ASGI app under uvicorn on a thread of the test process.
+- `anthropic_app` speaks Anthropic's Messages API (the shape litellm translates to), so the
+  proxy's litellm route is exercised over real HTTP without any network.
+- `recording_app` is an OpenAI-compatible upstream that remembers the headers it was sent.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from agentgym.scenarios.local_stack import free_port
+from agentgym.scenarios.model_server import chat_completions as sim_chat_completions
+
+
+class ThreadServer:
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ThreadServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def recording_app(seen: list[dict[str, str]]) -> Starlette:
+    """The stand-in model, plus a log of the headers each request arrived with."""
+
+    async def chat(request: Request) -> Response:
+        seen.append(dict(request.headers))
+        return await sim_chat_completions(request)
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+
+
+def anthropic_app(seen: list[dict[str, Any]]) -> Starlette:
+    """A Messages API server: calls the first tool offered until a tool result comes back."""
+
+    async def messages(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        seen.append({"path": request.url.path, "headers": dict(request.headers), "body": body})
+        last = body["messages"][-1]
+        has_result = isinstance(last.get("content"), list) and any(
+            block.get("type") == "tool_result" for block in last["content"]
+        )
+        tools = body.get("tools") or []
+        if tools and not has_result:
+            tool = tools[0]
+            block = {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:20]}", "name": tool["name"], "input": {"city": "Paris"}}
+            stop = "tool_use"
+        else:
+            block = {"type": "text", "text": "It is sunny in Paris."}
+            stop = "end_turn"
+        usage = {"input_tokens": 120, "output_tokens": 30}
+        message = {"id": f"msg_{uuid.uuid4().hex[:20]}", "type": "message", "role": "assistant", "model": body["model"],
+                   "content": [block], "stop_reason": stop, "stop_sequence": None, "usage": usage}
+        if not body.get("stream"):
+            return JSONResponse(message)
+        return StreamingResponse(_anthropic_events(message, block), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/v1/messages", messages, methods=["POST"])])
+
+
+def _anthropic_events(message: dict[str, Any], block: dict[str, Any]):
+    def event(name: str, data: dict[str, Any]) -> bytes:
+        return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+    start = {**message, "content": [], "stop_reason": None, "usage": {"input_tokens": 120, "output_tokens": 1}}
+    yield event("message_start", {"type": "message_start", "message": start})
+    if block["type"] == "tool_use":
+        yield event("content_block_start", {"type": "content_block_start", "index": 0,
+                                            "content_block": {**block, "input": {}}})
+        text = json.dumps(block["input"])
+        for piece in (text[: len(text) // 2], text[len(text) // 2 :]):
+            yield event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                "delta": {"type": "input_json_delta", "partial_json": piece}})
+    else:
+        yield event("content_block_start", {"type": "content_block_start", "index": 0,
+                                            "content_block": {"type": "text", "text": ""}})
+        yield event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                            "delta": {"type": "text_delta", "text": block["text"]}})
+    yield event("content_block_stop", {"type": "content_block_stop", "index": 0})
+    yield event("message_delta", {"type": "message_delta", "delta": {"stop_reason": message["stop_reason"],
+                                                                     "stop_sequence": None},
+                                  "usage": {"output_tokens": 30}})
+    yield event("message_stop", {"type": "message_stop"})
+
+
+def report_json(db: str, *extra: str) -> dict[str, Any]:
+    """`agentgym report --db DB --format json`, run as the user would."""
+    result = subprocess.run(
+        [sys.executable, "-m", "agentgym", "report", "--db", db, "--format", "json", *extra],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
