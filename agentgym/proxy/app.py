@@ -61,6 +61,7 @@ def build_proxy(settings: Settings) -> Proxy:
         batch_max_rows=settings.store.batch_max_rows,
         queue_max_rows=settings.store.queue_max_rows,
         prepare={"inferences": costing.row},
+        maintenance=costing.backfill,
     )
     linker = EpisodeLinker(settings.episodes.link_cache_size)
     upstream = OpenAICompatible(settings.upstream)
@@ -93,6 +94,8 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
             if proxy.server_note is not None:
                 live_server.withdraw(settings.store.path, proxy.server_note)
             await proxy.upstream.aclose()
+            await run_in_threadpool(proxy.recorder.flush)
+            await run_in_threadpool(proxy.costing.settle)
             await run_in_threadpool(proxy.recorder.close)
 
     async def models(request: Request) -> Response:

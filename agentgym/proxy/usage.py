@@ -5,6 +5,9 @@ them into a stored row happens in the recorder's thread, so litellm's token coun
 price lookups never add latency to a request. Tokens missing from the upstream's answer
 (a stream without `include_usage`) are counted with litellm's tokenizer and flagged
 `usage_estimated`. Models litellm has no price for get the prices from `pricing:`, or none.
+
+litellm takes seconds to import, so the proxy serves before it is ready; rows recorded in
+that time are stored at once without cost and filled in (`backfill`) when it is.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ class UsageCosting:
         self._litellm: Any = None
         self._cost = functools.lru_cache(maxsize=65_536)(self._uncached_cost)
         self._unpriced: set[str] = set()
+        self._deferred: list[InferenceRecord] = []  # writer thread only
+
+    DEFERRED_MAX = 100_000
 
     def litellm(self) -> Any:
         """litellm, imported once (it takes seconds) with our `pricing:` registered."""
@@ -57,9 +63,37 @@ class UsageCosting:
         return thread
 
     def row(self, record: InferenceRecord) -> tuple:
+        """The stored row; runs on the recorder's thread."""
+        if self._litellm is None:
+            if len(self._deferred) < self.DEFERRED_MAX:
+                self._deferred.append(record)
+            usage = record.usage or {}
+            return record.to_row(usage.get("prompt_tokens"), usage.get("completion_tokens"), False, None,
+                                 with_bodies=self.record_bodies)
+        return record.to_row(*self._measure(record), with_bodies=self.record_bodies)
+
+    def settle(self) -> None:
+        """Before the final flush: if rows wait for litellm, finish importing it so they get filled in."""
+        if self._deferred:
+            self.litellm()
+
+    def backfill(self, con: Any) -> None:
+        """Fill in tokens and cost of rows stored while litellm was importing (recorder maintenance)."""
+        if not self._deferred or self._litellm is None:
+            return
+        records, self._deferred = self._deferred, []
+        measured = [(r.id, *self._measure(r)) for r in records]
+        con.execute(
+            "UPDATE inferences SET prompt_tokens = v.p, completion_tokens = v.c, usage_estimated = v.e, cost_usd = v.cost "
+            "FROM (SELECT unnest($1) AS id, unnest($2) AS p, unnest($3) AS c, unnest($4) AS e, unnest($5) AS cost) v "
+            "WHERE inferences.id = v.id",
+            [list(column) for column in zip(*measured, strict=True)],
+        )
+
+    def _measure(self, record: InferenceRecord) -> tuple[int | None, int | None, bool, float | None]:
         prompt, completion, estimated = self._tokens(record)
         cost = self._cost(record.model, prompt, completion) if record.model and prompt is not None else None
-        return record.to_row(prompt, completion, estimated, cost, with_bodies=self.record_bodies)
+        return prompt, completion, estimated, cost
 
     def _tokens(self, record: InferenceRecord) -> tuple[int | None, int | None, bool]:
         usage = record.usage or {}

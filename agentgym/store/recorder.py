@@ -56,12 +56,14 @@ class Recorder:
         batch_max_rows: int = 20_000,
         queue_max_rows: int = 200_000,
         prepare: Mapping[str, Prepare] | None = None,
+        maintenance: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self.flush_interval_s = flush_interval_s
         self.batch_max_rows = batch_max_rows
         self.queue_max_rows = queue_max_rows
         self._prepare = dict(prepare or {})
+        self._maintenance = maintenance  # runs on the writer thread after each cycle's writes
         self._sql = {table: _insert_sql(table) for table in TABLES}
         self._queue: collections.deque[tuple[str, Row]] = collections.deque()
         self._wake = threading.Event()
@@ -160,8 +162,10 @@ class Recorder:
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()
             self._write_queued()
+            self._maintain()
         while self._queue and self._con is not None:
             self._write_queued()
+        self._maintain()
         with self._drained:
             self._drained.notify_all()
 
@@ -182,6 +186,14 @@ class Recorder:
             with self._drained:
                 self._busy = False
                 self._drained.notify_all()
+
+    def _maintain(self) -> None:
+        if self._maintenance is None or self._con is None:
+            return
+        try:
+            self._maintenance(self._con)
+        except Exception as exc:  # noqa: BLE001 - maintenance is best-effort
+            log.error("store maintenance failed: %s", exc)
 
     def _write_batch(self, batch: dict[str, list[Row]]) -> None:
         started = time.perf_counter()
