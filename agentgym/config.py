@@ -10,14 +10,20 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict, YamlConfigSettingsSource
 
 CONFIG_ENV = "AGENTGYM_CONFIG"
 DEFAULT_CONFIG_FILE = "agentgym.yaml"
 
 
-class ServerConfig(BaseModel):
+class Section(BaseModel):
+    """A config section; unknown keys are errors, so a typo never silently does nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(Section):
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = Field(10_000_000, description="larger request bodies get 413")
@@ -28,7 +34,7 @@ class ServerConfig(BaseModel):
     admin_key: str | None = Field(None, description="required by /admin/*; unset means admin is local-token only")
 
 
-class UpstreamConfig(BaseModel):
+class UpstreamConfig(Section):
     url: str = "https://api.openai.com/v1"
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the upstream key")
     auth: Literal["auto", "env", "passthrough"] = Field(
@@ -44,19 +50,19 @@ class UpstreamConfig(BaseModel):
     )
 
 
-class ProviderConfig(BaseModel):
+class ProviderConfig(Section):
     """A non-OpenAI provider reached through litellm, for models named `provider/model`."""
 
     api_base: str | None = None
     api_key_env: str | None = None
 
 
-class ModelPrice(BaseModel):
+class ModelPrice(Section):
     input_cost_per_token: float
     output_cost_per_token: float
 
 
-class StoreConfig(BaseModel):
+class StoreConfig(Section):
     path: Path = Path("agentgym.duckdb")
     flush_interval_s: float = Field(0.1, description="the most a `kill -9` can lose is about this much traffic")
     batch_max_rows: int = 20_000
@@ -64,7 +70,7 @@ class StoreConfig(BaseModel):
     record_bodies: bool = Field(True, description="store request and response JSON with each inference")
 
 
-class OutcomeRules(BaseModel):
+class OutcomeRules(Section):
     """How a `role: "tool"` message's content is read as success, error or unknown."""
 
     error_keys: list[str] = ["error", "errors", "exception", "error_message", "err"]
@@ -80,7 +86,7 @@ class OutcomeRules(BaseModel):
     text_is: Literal["success", "error", "unknown"] = "success"
 
 
-class EpisodeConfig(BaseModel):
+class EpisodeConfig(Section):
     link_cache_size: int = Field(200_000, description="recent messages and tool calls kept for automatic linking")
     idle_timeout_s: float = Field(300.0, description="an episode with no feedback is finished after this idle time")
     success_reward_threshold: float = Field(0.5, description="feedback reward at or above this counts as success")
