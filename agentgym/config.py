@@ -80,7 +80,7 @@ class OutcomeRules(Section):
     error_patterns: list[str] = [
         r"^\s*(error|exception|traceback|failed|failure)\b",
         r"\b[A-Za-z_]*(Error|Exception)\s*:",
-        r"^\s*\{?\s*\"?status\"?\s*:\s*(4|5)\d\d\b",
+        r'^\s*\{?\s*"?status"?\s*:\s*(4|5)\d\d\b',
     ]
     empty_is: Literal["success", "error", "unknown"] = "unknown"
     text_is: Literal["success", "error", "unknown"] = "success"
@@ -121,10 +121,10 @@ def config_file(explicit: Path | None = None) -> Path | None:
     return default if default.is_file() else None
 
 
-def load_settings(path: Path | None = None, **overrides: object) -> Settings:
+def load_settings(path: Path | str | None = None, **overrides: object) -> Settings:
     """Settings from file + environment, with `overrides` (nested dicts) from the command line on top."""
 
     class FileSettings(Settings):
-        model_config = SettingsConfigDict(yaml_file=config_file(path))
+        model_config = SettingsConfigDict(yaml_file=config_file(Path(path) if path is not None else None))
 
     return FileSettings(**overrides)

@@ -74,20 +74,25 @@ TOOLS = [
 class Client:
     """A minimal HTTP/1.1 keep-alive client for one host: a pool of raw asyncio connections."""
 
+    IDLE_S = 3.0  # reuse a connection only if it was idle for less than this
+
     def __init__(self, port: int, path: str, auth: str, max_conns: int) -> None:
         self.port, self.path, self.max_conns = port, path, max_conns
         self.head = (
             f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
             f"Accept: */*\r\nAuthorization: Bearer {auth}\r\n"
         ).encode()
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list = []  # ((reader, writer), last used)
         self.open = 0
         self.waiters: collections.deque[asyncio.Future] = collections.deque()
 
     async def _acquire(self):
         while True:
-            if self.idle:
-                return self.idle.pop()
+            while self.idle:
+                conn, used = self.idle.pop()
+                if time.monotonic() - used < self.IDLE_S:
+                    return conn
+                self._discard(conn)  # servers close idle keep-alive connections (uvicorn: after 5 s)
             if self.open < self.max_conns:
                 self.open += 1
                 try:
@@ -117,7 +122,7 @@ class Client:
 
     def _release(self, conn) -> None:
         if not self._wake(conn):
-            self.idle.append(conn)
+            self.idle.append((conn, time.monotonic()))
 
     def _discard(self, conn) -> None:
         self.open -= 1
@@ -128,7 +133,7 @@ class Client:
         self._wake(None)
 
     def close(self) -> None:
-        for conn in self.idle:
+        for conn, _ in self.idle:
             self._discard(conn)
         self.idle.clear()
 
@@ -315,7 +320,7 @@ async def run_level(client: Client, level: Level, *, proxy_pid: int | None, mode
     return level
 
 
-def settle(pids: list[int | None], max_s: float = 30.0, busy_below: float = 0.08) -> float:
+def settle(pids: list[int | None], max_s: float = 90.0, busy_below: float = 0.08) -> float:
     """Wait until the servers are idle (CPU over 0.5 s below busy_below of a core); bounded."""
     start = time.monotonic()
     while time.monotonic() - start < max_s:
@@ -323,6 +328,8 @@ def settle(pids: list[int | None], max_s: float = 30.0, busy_below: float = 0.08
         time.sleep(0.5)
         if (sum(proc_tree_cpu_s(p) for p in pids) - before) / 0.5 < busy_below:
             break
+    else:
+        print(f"  warning: servers still busy after {max_s:.0f}s of waiting", flush=True)
     return time.monotonic() - start
 
 
@@ -459,7 +466,7 @@ async def bench_target(target: Target, model: Service, args, master_key: str, re
             client.close()
         elif failed is not None and passed is None and args.sustain_start > 50:
             # below the first step: try a few lower rates
-            for low in (args.sustain_start * 0.6, args.sustain_start * 0.3):
+            for low in (args.sustain_start / 2, args.sustain_start / 4, args.sustain_start / 10):
                 if await _sustain_step(client, target, model, low, args, counter, steps, pids):
                     passed = low
                     break

@@ -51,3 +51,12 @@ def test_bad_configuration_is_refused_before_serving(tmp_path):
     assert result.returncode == 2 and "server.port" in result.stderr
     result = _serve("--config", str(tmp_path / "absent.yaml"))
     assert result.returncode == 2 and "config file not found" in result.stderr
+
+
+def test_the_example_configuration_is_valid_and_shows_the_defaults():
+    from pathlib import Path
+
+    from agentgym.config import Settings
+
+    example = Path(__file__).parent.parent / "agentgym.example.yaml"
+    assert load_settings(example).model_dump() == Settings().model_dump()

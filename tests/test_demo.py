@@ -11,7 +11,7 @@ from helpers import report_json
 
 def test_the_demo_runs_and_its_store_reports(tmp_path):
     db = tmp_path / "demo.duckdb"
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")} | {"COLUMNS": "200"}
     result = subprocess.run([sys.executable, "-m", "agentgym", "demo", "--episodes", "8", "--seed", "3", "--db", str(db)],
                             capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
