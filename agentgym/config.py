@@ -48,6 +48,11 @@ class UpstreamConfig(Section):
     models: list[str] = Field(
         default_factory=list, description="if set, /v1/models lists these instead of asking the upstream"
     )
+    provider_routing: bool = Field(
+        True,
+        description="send `provider/model` names for providers litellm knows (anthropic/..., bedrock/...) through "
+        "litellm; turn off for upstreams that use such names themselves (OpenRouter)",
+    )
 
 
 class ProviderConfig(Section):

@@ -52,3 +52,14 @@ def test_an_anthropic_model_is_reached_through_litellm_and_recorded(start_proxy)
     assert all(r[5] is not None and r[5] > 0 for r in rows)  # priced from litellm's map
     assert [r[6] for r in rows] == ["new", "prefix"]  # the two calls are one episode
     assert con.execute("SELECT outcome FROM tool_results").fetchall() == [("success",)]
+
+
+def test_provider_routing_can_be_turned_off_for_upstreams_that_use_such_names(start_proxy):
+    from helpers import recording_app
+
+    seen: list[dict] = []
+    with ThreadServer(recording_app(seen)) as openrouter_like:
+        proxy = start_proxy(upstream=f"{openrouter_like.url}/v1", env={"AGENTGYM_UPSTREAM__PROVIDER_ROUTING": "false"})
+        client = OpenAI(base_url=f"{proxy.url}/v1", api_key="k", max_retries=0)
+        answer = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+        assert answer.model == MODEL and len(seen) == 1  # the OpenAI-compatible upstream answered

@@ -69,7 +69,7 @@ def build_proxy(settings: Settings) -> Proxy:
     chat = ChatCompletions(
         settings,
         upstream=upstream,
-        providers=LiteLLMProviders(settings.providers),
+        providers=LiteLLMProviders(settings.providers, automatic=settings.upstream.provider_routing),
         linker=linker,
         classifier=OutcomeClassifier(settings.outcomes),
         recorder=recorder,
@@ -99,14 +99,14 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
             await run_in_threadpool(proxy.recorder.close)
 
     async def models(request: Request) -> Response:
-        configured = settings.upstream.models
-        if configured:
-            data = [{"id": m, "object": "model", "created": 0, "owned_by": "agentgym"} for m in configured]
-            return JSONResponse({"object": "list", "data": data})
         try:
             headers = proxy.chat.upstream_headers(request)
         except BadRequest as exc:
             return exc.response()
+        configured = settings.upstream.models
+        if configured:
+            data = [{"id": m, "object": "model", "created": 0, "owned_by": "agentgym"} for m in configured]
+            return JSONResponse({"object": "list", "data": data})
         try:
             reply = await proxy.upstream.send("/models", None, headers, stream=False)
         except UpstreamFailure as failure:

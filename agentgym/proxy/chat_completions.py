@@ -32,7 +32,6 @@ from agentgym.proxy.upstream import (
     as_openai_error,
     error_body,
     forwarded_headers,
-    litellm_provider,
 )
 from agentgym.proxy.usage import InferenceRecord
 from agentgym.store.recorder import Recorder
@@ -114,7 +113,7 @@ class ChatCompletions:
         ours = {EPISODE_HEADER: link.episode_id, INFERENCE_HEADER: record.id}
 
         try:
-            provider = litellm_provider(model) if model else None
+            provider = await self.providers.route(model) if model else None
             if provider:
                 record.provider = provider
                 reply = await self.providers.send(provider, payload, stream=stream)

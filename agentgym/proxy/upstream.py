@@ -9,6 +9,7 @@ sees the OpenAI shape. Transport failures become `UpstreamFailure` (502 unreacha
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -121,21 +122,26 @@ class OpenAICompatible:
             raise UpstreamFailure(502, "upstream_unreachable", f"upstream broke off mid-stream: {exc!r}") from exc
 
 
-def litellm_provider(model: str) -> str | None:
-    """The litellm provider for `provider/model` names that are not OpenAI's, else None."""
-    prefix, slash, _ = model.partition("/")
-    if not slash or prefix in OPENAI_PREFIXES:
-        return None
-    import litellm  # imported at start-up by the recorder's warm-up, so this is a lookup
-
-    return prefix if prefix in litellm.provider_list else None
-
-
 class LiteLLMProviders:
     """Non-OpenAI providers (Anthropic, Bedrock, Vertex, ...) through litellm's translation."""
 
-    def __init__(self, providers: dict[str, ProviderConfig]) -> None:
+    def __init__(self, providers: dict[str, ProviderConfig], *, automatic: bool = True) -> None:
         self.providers = providers
+        self.automatic = automatic  # route any prefix litellm knows, not only the configured ones
+        self._known: frozenset[str] | None = None
+
+    async def route(self, model: str) -> str | None:
+        """The provider for a `provider/model` name that should go through litellm, else None."""
+        prefix, slash, _ = model.partition("/")
+        if not slash or prefix in OPENAI_PREFIXES:
+            return None
+        if prefix in self.providers:
+            return prefix
+        if not self.automatic:
+            return None
+        if self._known is None:  # litellm may still be importing: wait for it off the event loop
+            self._known = await asyncio.to_thread(_litellm_providers)
+        return prefix if prefix in self._known else None
 
     async def send(self, provider: str, payload: dict[str, Any], *, stream: bool) -> UpstreamReply:
         import litellm
@@ -154,6 +160,12 @@ class LiteLLMProviders:
         if not stream:
             return UpstreamReply(200, headers, body=result.model_dump_json(exclude_none=True).encode())
         return UpstreamReply(200, headers, chunks=_sse(result))
+
+
+def _litellm_providers() -> frozenset[str]:
+    import litellm
+
+    return frozenset(str(p) for p in litellm.provider_list)
 
 
 async def _sse(chunks: Any) -> AsyncIterator[bytes]:
