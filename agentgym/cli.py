@@ -137,14 +137,37 @@ def demo(
 def serve_model(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8090,
+    scenario: Annotated[str | None, typer.Option(help="take the model's knobs from this scenario's `simulator:`")] = None,
+    seed: Annotated[int, typer.Option(help="the model's sampling seed")] = 0,
+    knob: Annotated[list[str] | None, typer.Option(help="override a knob: NAME=VALUE (see `scenarios show`)")] = None,
 ) -> None:
-    """Run the stand-in upstream model (OpenAI-compatible, no weights, no network)."""
+    """Run the simulated upstream model (OpenAI-compatible, no weights, no network)."""
     import uvicorn
+    from pydantic import ValidationError
 
     from agentgym.scenarios.model_server import create_model_app
+    from agentgym.scenarios.simulated_model import ModelKnobs
 
-    err.print(f"stand-in model on http://{host}:{port}/v1")
-    uvicorn.run(create_model_app(), host=host, port=port, log_level="warning", access_log=False)
+    base = _scenario(scenario).simulator.model_dump() if scenario else {}
+    try:
+        knobs = ModelKnobs.model_validate({**base, **dict(item.split("=", 1) for item in knob or ())})
+    except (ValidationError, ValueError) as exc:
+        err.print(f"[red]bad --knob:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    err.print(f"simulated model on http://{host}:{port}/v1 ({knobs.model_dump()})")
+    uvicorn.run(create_model_app(knobs, seed), host=host, port=port, log_level="warning", access_log=False)
+
+
+def _scenario(name: str):
+    from pydantic import ValidationError
+
+    from agentgym.scenarios.scenario import load_scenario
+
+    try:
+        return load_scenario(name)
+    except (KeyError, FileNotFoundError, ValidationError, TypeError, ImportError) as exc:
+        err.print(f"[red]scenario {name!r}:[/red] {exc}")
+        raise typer.Exit(2) from exc
 
 
 if __name__ == "__main__":

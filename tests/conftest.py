@@ -40,7 +40,8 @@ def logs(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def model(logs) -> Iterator[Service]:
-    service = local_stack.start_model(logs)
+    """The simulated model, told to fill arguments without mistakes: the proxy's tests check exact values."""
+    service = local_stack.start_model(logs, args=["--knob", "argument_error_rate=0"])
     yield service
     service.stop()
 

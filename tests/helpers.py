@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from agentgym.scenarios.local_stack import free_port
 from agentgym.scenarios.model_server import chat_completions as sim_chat_completions
+from agentgym.scenarios.simulated_model import ModelKnobs, SimulatedModel
 
 
 class ThreadServer:
@@ -58,7 +59,9 @@ def recording_app(seen: list[dict[str, str]]) -> Starlette:
         seen.append(dict(request.headers))
         return await sim_chat_completions(request)
 
-    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+    app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+    app.state.model = SimulatedModel(ModelKnobs(argument_error_rate=0))
+    return app
 
 
 def anthropic_app(seen: list[dict[str, Any]]) -> Starlette:

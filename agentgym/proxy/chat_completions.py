@@ -105,7 +105,7 @@ class ChatCompletions:
             model=model,
             provider="openai",
             stream=stream,
-            tools_offered=len(payload.get("tools") or ()),
+            tools_offered=len(payload["tools"]) if isinstance(payload.get("tools"), list) else 0,
             tool_choice=_tool_choice_label(payload.get("tool_choice")),
             request_body=body,
         )

@@ -78,10 +78,11 @@ def start(name: str, args: list[str], *, port: int, ready_path: str, log_dir: Pa
     raise RuntimeError(f"{name} was not ready within {timeout}s:\n{service.log()}")
 
 
-def start_model(log_dir: Path, port: int | None = None) -> Service:
+def start_model(log_dir: Path, port: int | None = None, *, args: list[str] | None = None) -> Service:
+    """The simulated model; `args` are serve-model options (--scenario, --seed, --knob)."""
     port = port or free_port()
-    return start("model", ["scenarios", "serve-model", "--port", str(port)], port=port, ready_path="/v1/models",
-                 log_dir=log_dir)
+    return start("model", ["scenarios", "serve-model", "--port", str(port), *(args or [])], port=port,
+                 ready_path="/v1/models", log_dir=log_dir)
 
 
 def start_proxy(upstream: str, db: Path, log_dir: Path, *, port: int | None = None, extra_args: list[str] | None = None,

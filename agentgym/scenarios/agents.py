@@ -1,0 +1,133 @@
+"""Simulated agents and users: real agent loops with the `openai` SDK, through the proxy.
+
+Each episode is what a production agent does: send the conversation with the scenario's tools,
+run the tool calls the model makes against the environment, send the results back, until
+the model answers in text. The simulated user knows their goal (as a real user does): when
+the agent answers while the request is unfinished, they make their next request or, once,
+ask again. At the end the agent reports the outcome through `POST /v1/feedback`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from openai import AsyncOpenAI
+
+from agentgym.scenarios.environment import Environment
+from agentgym.scenarios.scenario import Scenario, Task
+
+MODEL = "agentgym-sim"
+NUDGE = "That isn't done yet. Please finish what I asked."
+
+
+@dataclass
+class EpisodeResult:
+    episode_id: str | None
+    task_id: str
+    success: bool
+    tool_calls: int
+    tool_errors: int
+    requests: int
+    prompt_tokens: int
+
+
+async def run_episode(client: AsyncOpenAI, http: httpx.AsyncClient, proxy_url: str, scenario: Scenario, task: Task,
+                      *, seed: int = 0, max_requests: int = 12, stream: bool = False) -> EpisodeResult:
+    env = Environment(task, {t["function"]["name"]: t["function"].get("description", "") for t in scenario.tools})
+    messages: list[dict[str, Any]] = [{"role": "system", "content": scenario.system_prompt},
+                                      {"role": "user", "content": task.user}]
+    follow_ups = list(task.follow_ups)
+    nudged = False
+    result = EpisodeResult(None, task.id, False, 0, 0, 0, 0)
+    for _ in range(max_requests):
+        message, episode_id, usage = await _complete(client, messages, scenario.tools, stream, seed)
+        result.episode_id = result.episode_id or episode_id
+        result.requests += 1
+        result.prompt_tokens += usage
+        messages.append(message)
+        if message.get("tool_calls"):
+            for call in message["tool_calls"]:
+                ok, content = env.execute(call["function"]["name"], call["function"].get("arguments"))
+                result.tool_calls += 1
+                result.tool_errors += not ok
+                messages.append({"role": "tool", "tool_call_id": call["id"], "content": content})
+            continue
+        if env.complete:
+            break
+        if follow_ups:
+            messages.append({"role": "user", "content": follow_ups.pop(0)})
+        elif not nudged:
+            nudged = True
+            messages.append({"role": "user", "content": NUDGE})
+        else:
+            break
+    result.success = env.complete and (bool(task.steps) or result.tool_calls == 0)
+    if result.episode_id:
+        response = await http.post(f"{proxy_url}/v1/feedback", json={
+            "episode_id": result.episode_id, "success": result.success,
+            "metadata": {"scenario": scenario.name, "task": task.id}})
+        response.raise_for_status()
+    return result
+
+
+async def _complete(client: AsyncOpenAI, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
+                    stream: bool, seed: int) -> tuple[dict[str, Any], str | None, int]:
+    """One call; `seed` is OpenAI's sampling seed, so an episode replays identically."""
+    if not stream:
+        raw = await client.chat.completions.with_raw_response.create(model=MODEL, messages=messages, tools=tools,
+                                                                     seed=seed)
+        completion = raw.parse()
+        message = completion.choices[0].message.model_dump(exclude_none=True, exclude={"annotations", "audio", "refusal"})
+        return message, raw.headers.get("x-agentgym-episode-id"), completion.usage.prompt_tokens if completion.usage else 0
+    raw = await client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=messages, tools=tools, seed=seed, stream=True, stream_options={"include_usage": True})
+    content: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    prompt_tokens = 0
+    async for chunk in await raw.parse():
+        prompt_tokens = chunk.usage.prompt_tokens if chunk.usage else prompt_tokens
+        for choice in chunk.choices:
+            content.append(choice.delta.content or "")
+            for fragment in choice.delta.tool_calls or ():
+                call = calls.setdefault(fragment.index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+                call["id"] = fragment.id or call["id"]
+                call["function"]["name"] += (fragment.function.name or "") if fragment.function else ""
+                call["function"]["arguments"] += (fragment.function.arguments or "") if fragment.function else ""
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(content) or None}
+    if calls:
+        message["tool_calls"] = [calls[i] for i in sorted(calls)]
+    return message, raw.headers.get("x-agentgym-episode-id"), prompt_tokens
+
+
+async def run_episodes(proxy_url: str, scenario: Scenario, *, episodes: int, seed: int, concurrency: int = 8,
+                       stream_share: float = 0.0, on_result: Callable[[EpisodeResult], None] | None = None
+                       ) -> list[EpisodeResult]:
+    """`episodes` tasks drawn (seeded) from the scenario, `concurrency` agents at a time."""
+    rng = random.Random(seed)
+    plan = [(rng.choice(scenario.tasks), rng.random() < stream_share, rng.getrandbits(31)) for _ in range(episodes)]
+    results: list[EpisodeResult] = []
+    queue: asyncio.Queue = asyncio.Queue()
+    for item in plan:
+        queue.put_nowait(item)
+    async with httpx.AsyncClient(timeout=60) as http:
+        client = AsyncOpenAI(base_url=f"{proxy_url}/v1", api_key="agentgym-simulated-agent", max_retries=0,
+                             http_client=httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=concurrency * 2)))
+
+        async def worker() -> None:
+            while not queue.empty():
+                task, stream, episode_seed = queue.get_nowait()
+                result = await run_episode(client, http, proxy_url, scenario, task, seed=episode_seed, stream=stream)
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        finally:
+            await client.close()
+    return results
