@@ -122,15 +122,72 @@ def report(
 
 @app.command()
 def demo(
-    episodes: Annotated[int, typer.Option(min=1, help="agent episodes to run")] = 40,
-    seed: Annotated[int, typer.Option(help="seed for the scripted traffic")] = 0,
+    scenario: Annotated[str, typer.Option(help="scenario name, file, or module:Class (see `agentgym scenarios list`)")] = "customer_support",
+    episodes: Annotated[int, typer.Option(min=1, help="agent episodes to run")] = 300,
+    seed: Annotated[int, typer.Option(help="seed for tasks and the simulated model")] = 0,
     db: Annotated[Path, typer.Option(help="store file, kept for `agentgym report --db` afterwards")] = Path("agentgym-demo.duckdb"),
     port: Annotated[int, typer.Option(help="proxy port (0: any free port)")] = 0,
+    concurrency: Annotated[int, typer.Option(min=1, help="agents running at once")] = 8,
 ) -> None:
-    """The embedded default: proxy + stand-in model + agent traffic, no keys, no network."""
+    """The embedded default: a scenario's agents through the proxy, simulated model, no keys, no network."""
     from agentgym.scenarios.demo import run_demo
 
-    run_demo(episodes=episodes, seed=seed, db=db, port=port, console=console)
+    run_demo(scenario=_scenario(scenario), episodes=episodes, seed=seed, db=db, port=port, concurrency=concurrency,
+             console=console)
+
+
+@scenarios_app.command("list")
+def scenarios_list(
+    format: Annotated[ReportFormat, typer.Option("--format", help="table or json")] = ReportFormat.table,
+) -> None:
+    """The scenario library (built-in, and files in $AGENTGYM_SCENARIOS)."""
+    from rich.table import Table
+
+    from agentgym.scenarios.scenario import scenario_files
+
+    rows = []
+    for name, path in scenario_files().items():
+        try:
+            rows.append({**_scenario(name).summary(), "file": str(path)})
+        except typer.Exit:
+            rows.append({"name": name, "error": "does not load (see `agentgym scenarios show`)", "file": str(path)})
+    if format is ReportFormat.json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="Scenarios")
+    for column in ("name", "title", "tools", "tasks", "steps/task", "source"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"], row.get("title", row.get("error", "")), str(row.get("tools", "")),
+                      str(row.get("tasks", "")), str(row.get("steps_per_task", "")), str(row.get("source", ""))[:60])
+    console.print(table)
+
+
+@scenarios_app.command("show")
+def scenarios_show(
+    name: Annotated[str, typer.Argument(help="scenario name, file, or module:Class")],
+    format: Annotated[ReportFormat, typer.Option("--format", help="table or json")] = ReportFormat.table,
+) -> None:
+    """A scenario's tools, reward rule, success metrics, training defaults and simulator knobs."""
+    from rich.table import Table
+
+    scenario = _scenario(name)
+    if format is ReportFormat.json:
+        print(scenario.model_dump_json(indent=2, exclude={"tasks"}))
+        return
+    console.print(f"[bold]{scenario.title}[/bold] ({scenario.name})\n{scenario.description}\n[dim]{scenario.source}[/dim]")
+    tools = Table(title=f"{len(scenario.tools)} tools")
+    tools.add_column("tool")
+    tools.add_column("description")
+    for tool in scenario.tools:
+        tools.add_row(tool["function"]["name"], tool["function"].get("description", "")[:110])
+    console.print(tools)
+    for title, section in (("reward", scenario.reward), ("training", scenario.training), ("simulator", scenario.simulator)):
+        console.print(f"[bold]{title}[/bold]: " + ", ".join(f"{k}={v}" for k, v in section.model_dump().items()))
+    console.print(f"[bold]metrics[/bold]: {', '.join(scenario.metrics)}")
+    console.print(f"[bold]{len(scenario.tasks)} tasks[/bold], e.g.:")
+    for task in scenario.tasks[:3]:
+        console.print(f"  - {task.user}  [dim]({' -> '.join(s.tool for s in task.steps) or 'no tool'})[/dim]")
 
 
 @scenarios_app.command("serve-model")

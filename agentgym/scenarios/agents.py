@@ -5,13 +5,16 @@ run the tool calls the model makes against the environment, send the results bac
 the model answers in text. The simulated user knows their goal (as a real user does): when
 the agent answers while the request is unfinished, they make their next request or, once,
 ask again. At the end the agent reports the outcome through `POST /v1/feedback`.
+
+`run_episode` is the loop itself, over any way of calling the model: through the proxy with
+the SDK (`through_proxy`), or straight to `SimulatedModel` for calibrating its knobs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +39,11 @@ class EpisodeResult:
     prompt_tokens: int
 
 
-async def run_episode(client: AsyncOpenAI, http: httpx.AsyncClient, proxy_url: str, scenario: Scenario, task: Task,
-                      *, seed: int = 0, max_requests: int = 12, stream: bool = False) -> EpisodeResult:
+Complete = Callable[[list[dict[str, Any]]], Awaitable[tuple[dict[str, Any], str | None, int]]]
+
+
+async def run_episode(complete: Complete, scenario: Scenario, task: Task, *, max_requests: int = 12) -> EpisodeResult:
+    """The agent loop. `complete(messages)` is one model call: (assistant message, episode id, prompt tokens)."""
     env = Environment(task, {t["function"]["name"]: t["function"].get("description", "") for t in scenario.tools})
     messages: list[dict[str, Any]] = [{"role": "system", "content": scenario.system_prompt},
                                       {"role": "user", "content": task.user}]
@@ -45,10 +51,10 @@ async def run_episode(client: AsyncOpenAI, http: httpx.AsyncClient, proxy_url: s
     nudged = False
     result = EpisodeResult(None, task.id, False, 0, 0, 0, 0)
     for _ in range(max_requests):
-        message, episode_id, usage = await _complete(client, messages, scenario.tools, stream, seed)
+        message, episode_id, prompt_tokens = await complete(messages)
         result.episode_id = result.episode_id or episode_id
         result.requests += 1
-        result.prompt_tokens += usage
+        result.prompt_tokens += prompt_tokens
         messages.append(message)
         if message.get("tool_calls"):
             for call in message["tool_calls"]:
@@ -67,12 +73,12 @@ async def run_episode(client: AsyncOpenAI, http: httpx.AsyncClient, proxy_url: s
         else:
             break
     result.success = env.complete and (bool(task.steps) or result.tool_calls == 0)
-    if result.episode_id:
-        response = await http.post(f"{proxy_url}/v1/feedback", json={
-            "episode_id": result.episode_id, "success": result.success,
-            "metadata": {"scenario": scenario.name, "task": task.id}})
-        response.raise_for_status()
     return result
+
+
+def through_proxy(client: AsyncOpenAI, tools: list[dict[str, Any]], *, seed: int, stream: bool) -> Complete:
+    """Model calls with the `openai` SDK, as the agent's own code makes them."""
+    return lambda messages: _complete(client, messages, tools, stream, seed)
 
 
 async def _complete(client: AsyncOpenAI, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
@@ -121,7 +127,13 @@ async def run_episodes(proxy_url: str, scenario: Scenario, *, episodes: int, see
         async def worker() -> None:
             while not queue.empty():
                 task, stream, episode_seed = queue.get_nowait()
-                result = await run_episode(client, http, proxy_url, scenario, task, seed=episode_seed, stream=stream)
+                complete = through_proxy(client, scenario.tools, seed=episode_seed, stream=stream)
+                result = await run_episode(complete, scenario, task)
+                if result.episode_id:
+                    response = await http.post(f"{proxy_url}/v1/feedback", json={
+                        "episode_id": result.episode_id, "success": result.success,
+                        "metadata": {"scenario": scenario.name, "task": task.id}})
+                    response.raise_for_status()
                 results.append(result)
                 if on_result is not None:
                     on_result(result)

@@ -1,152 +1,139 @@
-"""`agentgym demo`: the proxy in front of the stand-in model, with agents running tool loops.
+"""`agentgym demo`: a scenario's agents, through the real proxy, in front of the simulated model.
 
-Everything is real but the model: the proxy and the model are separate processes talking
-HTTP, the agents use the `openai` SDK through `OPENAI_BASE_URL`-style configuration, the
-tools run against a small order database and fail the way real tools do (unknown order,
-an order in the wrong state, a missing argument), and every episode ends with feedback.
+Everything is real but the model: the simulated model and `agentgym serve` are separate
+processes talking HTTP, the agents run tool loops with the `openai` SDK against the scenario's
+environment and send feedback, and the live view reads the proxy's own report while it runs.
+The store is kept for `agentgym report --db FILE`.
 """
 
 from __future__ import annotations
 
-import random
+import asyncio
+import json
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-import orjson
-from openai import OpenAI
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 
+from agentgym.config import load_settings
+from agentgym.dashboards.report import print_tables
+from agentgym.dashboards.report_source import ReportError, fetch_report
 from agentgym.scenarios import local_stack
+from agentgym.scenarios.agents import MODEL, EpisodeResult, run_episodes
+from agentgym.scenarios.scenario import Scenario
 
-SYSTEM = "You are a retail support agent. Use the tools to resolve the customer's request."
-
-
-def _tool(name: str, description: str, **params: str) -> dict[str, Any]:
-    return {
-        "type": "function",
-        "function": {
-            "name": name,
-            "description": description,
-            "parameters": {
-                "type": "object",
-                "properties": {p: {"type": "string", "description": d} for p, d in params.items()},
-                "required": list(params),
-            },
-        },
-    }
-
-
-TOOLS = [
-    _tool("get_order_details", "Look up an order's status and items.", order_id="the order id, e.g. W1001"),
-    _tool("cancel_pending_order", "Cancel an order that has not shipped yet.", order_id="the order id", reason="why"),
-    _tool("return_delivered_order", "Start a return for a delivered order.", order_id="the order id"),
-    _tool("find_user_by_email", "Find a customer's user id from their email.", email="the customer's email"),
-    _tool("send_email", "Email the customer.", to="address", body="message text"),
-]
+# The simulated model is priced like a small hosted model, so that cost shows as it would.
+DEMO_PRICE = {MODEL: {"input_cost_per_token": 0.15e-6, "output_cost_per_token": 0.60e-6}}
 
 
 @dataclass
-class Shop:
-    """The state the tools act on; one per episode."""
+class Tally:
+    """What the agents saw, for the progress line (the proxy's report is the record)."""
 
-    orders: dict[str, str] = field(default_factory=dict)  # order id -> status
+    episodes: int = 0
+    successes: int = 0
+    tool_calls: int = 0
+    tool_errors: int = 0
+    recent: list[EpisodeResult] = field(default_factory=list)
 
-    def run(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        order = self.orders.get(str(arguments.get("order_id")))
-        if name == "get_order_details":
-            return {"order_id": arguments.get("order_id"), "status": order} if order else {"error": "order not found"}
-        if name == "cancel_pending_order":
-            if order is None:
-                return {"error": "order not found"}
-            if order != "pending":
-                return {"error": f"cannot cancel an order that is {order}"}
-            self.orders[arguments["order_id"]] = "cancelled"
-            return {"status": "ok", "order_id": arguments["order_id"]}
-        if name == "return_delivered_order":
-            if order != "delivered":
-                return {"error": f"only delivered orders can be returned, this one is {order or 'unknown'}"}
-            return {"status": "ok", "return_label": "RL-" + arguments["order_id"]}
-        if name == "find_user_by_email":
-            email = str(arguments.get("email", ""))
-            return {"user_id": email.split("@")[0]} if "@" in email else {"error": "invalid email address"}
-        if name == "send_email":
-            return {"status": "sent"} if "@" in str(arguments.get("to", "")) else {"error": "missing recipient"}
-        return {"error": f"unknown tool {name}"}
+    def add(self, result: EpisodeResult) -> None:
+        self.episodes += 1
+        self.successes += result.success
+        self.tool_calls += result.tool_calls
+        self.tool_errors += result.tool_errors
+        self.recent = [*self.recent[-99:], result]
 
 
-def _task(rng: random.Random) -> tuple[str, Shop, str]:
-    """A user request, the shop it runs against, and the tool that resolves it."""
-    order = f"W{rng.randint(1000, 9999)}"
-    status = rng.choice(["pending", "delivered", "shipped"])
-    shop = Shop({order: status})
-    kind = rng.choice(["cancel", "return", "status", "email"])
-    if kind == "cancel":
-        return f"Please cancel_pending_order order_id={order}, I changed my mind.", shop, "cancel_pending_order"
-    if kind == "return":
-        return f"I want to return_delivered_order order_id={order}.", shop, "return_delivered_order"
-    if kind == "status":
-        return f"Where is my order? get_order_details order_id={order}", shop, "get_order_details"
-    address = rng.choice(["jane@example.com", "jane at example dot com"])
-    return f"find_user_by_email email={address} then send_email to={address} body=hello", shop, "send_email"
+def _live_report(db: Path) -> dict[str, Any] | None:
+    try:
+        return fetch_report(load_settings(store={"path": db}), since=None, window=100)
+    except ReportError:
+        return None
 
 
-def run_episode(client: OpenAI, feedback_url: str, rng: random.Random, max_turns: int = 6) -> dict[str, int]:
-    """One agent task through the proxy; returns tool-call counts by outcome."""
-    request, shop, _ = _task(rng)
-    messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": request}]
-    counts = {"calls": 0, "errors": 0}
-    episode_id = None
-    for _ in range(max_turns):
-        raw = client.chat.completions.with_raw_response.create(model="agentgym-sim", messages=messages, tools=TOOLS)
-        episode_id = raw.headers.get("x-agentgym-episode-id")
-        message = raw.parse().choices[0].message
-        messages.append(message.model_dump(exclude_none=True))
-        if not message.tool_calls:
-            break
-        for call in message.tool_calls:
-            result = shop.run(call.function.name, orjson.loads(call.function.arguments or "{}"))
-            counts["calls"] += 1
-            counts["errors"] += "error" in result
-            messages.append({"role": "tool", "tool_call_id": call.id, "content": orjson.dumps(result).decode()})
-    success = counts["calls"] > 0 and counts["errors"] == 0
-    httpx.post(feedback_url, json={"episode_id": episode_id, "success": success}, timeout=10).raise_for_status()
-    return counts
+def _view(scenario: Scenario, progress: Progress, tally: Tally, report: dict[str, Any] | None) -> Group:
+    figures = Table.grid(padding=(0, 2))
+    figures.add_column(style="bold")
+    figures.add_column()
+    recent_calls = sum(r.tool_calls for r in tally.recent)
+    recent_errors = sum(r.tool_errors for r in tally.recent)
+    figures.add_row("tool success (last 100 episodes)",
+                    f"{(recent_calls - recent_errors) / recent_calls:.1%}" if recent_calls else "-")
+    figures.add_row("episode success (last 100)",
+                    f"{sum(r.success for r in tally.recent) / len(tally.recent):.1%}" if tally.recent else "-")
+    if report:
+        tokens = report["tokens"]
+        figures.add_row("tool success (proxy, all)", f"{report['tool_calls']['success_rate'] or 0:.1%} "
+                        f"of {report['tool_calls']['total']:,} calls")
+        figures.add_row("prompt tokens / request", f"{tokens['prompt_per_request'] or 0:,.0f}")
+        figures.add_row("cost", f"${tokens['cost_usd_total']:.4f} total, "
+                        f"${tokens['cost_per_successful_episode'] or 0:.5f} per successful episode")
+        worst = sorted((t for t in report["by_tool"] if t["error_rate"]), key=lambda t: -t["error"])[:3]
+        figures.add_row("most failing tools", ", ".join(f"{t['tool']} ({t['error_rate']:.0%})" for t in worst) or "-")
+    title = f"AgentGym demo: {scenario.name} ({len(scenario.tools)} tools, {len(scenario.tasks)} tasks)"
+    return Group(Panel(figures, title=title), progress)
 
 
-def run_demo(*, episodes: int, seed: int, db: Path, port: int, console: Console) -> None:
-    from agentgym.dashboards.report import print_tables
-
-    rng = random.Random(seed)
+def run_demo(*, scenario: Scenario, episodes: int, seed: int, db: Path, port: int, concurrency: int,
+             console: Console) -> None:
     logs = Path(tempfile.mkdtemp(prefix="agentgym-demo-"))
-    model = local_stack.start_model(logs)
+    model = local_stack.start_model(logs, args=["--scenario", scenario.name, "--seed", str(seed)])
     proxy = None
     try:
-        proxy = local_stack.start_proxy(f"{model.url}/v1", db, logs, port=port or None)
-        console.print(f"proxy [bold]{proxy.url}/v1[/bold] -> stand-in model {model.url}/v1, store {db}")
-        client = OpenAI(base_url=f"{proxy.url}/v1", api_key="demo-key-not-needed")
-        calls = errors = 0
-        with Progress(
-            TextColumn("[bold]episodes"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-            TimeRemainingColumn(), console=console,
-        ) as progress:
-            task = progress.add_task("", total=episodes)
-            for _ in range(episodes):
-                counts = run_episode(client, f"{proxy.url}/v1/feedback", rng)
-                calls, errors = calls + counts["calls"], errors + counts["errors"]
-                rate = (calls - errors) / calls if calls else 0.0
-                progress.update(task, advance=1, description=f"tool calls {calls}, success {rate:.0%}")
+        proxy = local_stack.start_proxy(f"{model.url}/v1", db, logs, port=port or None,
+                                        env={"AGENTGYM_PRICING": json.dumps(DEMO_PRICE)})
+        console.print(f"proxy [bold]{proxy.url}/v1[/bold] -> simulated model {model.url}/v1; store {db}; logs {logs}")
+        _drive(scenario, proxy.url, db, episodes=episodes, seed=seed, concurrency=concurrency, console=console)
         if not proxy.stop():
             console.print(f"[red]the proxy did not shut down cleanly[/red]\n{proxy.log()}")
     finally:
         if proxy is not None:
             proxy.stop()
         model.stop()
-    from agentgym.config import load_settings
-    from agentgym.dashboards.report_source import fetch_report
-
-    print_tables(fetch_report(load_settings(store={"path": db}), since=None, window=max(1, episodes // 4)), console)
+    print_tables(fetch_report(load_settings(store={"path": db}), since=None, window=max(1, episodes // 5)), console)
     console.print(f"\nThe store is kept: [bold]agentgym report --db {db}[/bold]")
+
+
+def _drive(scenario: Scenario, proxy_url: str, db: Path, *, episodes: int, seed: int, concurrency: int,
+           console: Console) -> None:
+    tally = Tally()
+    progress = Progress(TextColumn("[bold]episodes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("left"), TimeRemainingColumn(), console=console)
+    bar = progress.add_task("episodes", total=episodes)
+    latest: dict[str, Any] = {}
+    stop = threading.Event()
+
+    def poll() -> None:  # the proxy's report, every couple of seconds, off the agents' event loop
+        while not stop.wait(2.0):
+            latest["report"] = _live_report(db) or latest.get("report")
+
+    def on_result(result: EpisodeResult) -> None:
+        tally.add(result)
+        progress.advance(bar)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    with Live(_view(scenario, progress, tally, None), console=console, refresh_per_second=4) as live:
+        async def run() -> None:
+            task = asyncio.ensure_future(run_episodes(proxy_url, scenario, episodes=episodes, seed=seed,
+                                                      concurrency=concurrency, on_result=on_result))
+            while not task.done():
+                live.update(_view(scenario, progress, tally, latest.get("report")))
+                await asyncio.sleep(0.25)
+            task.result()
+
+        started = time.monotonic()
+        asyncio.run(run())
+        stop.set()
+        latest["report"] = _live_report(db) or latest.get("report")
+        live.update(_view(scenario, progress, tally, latest.get("report")))
+    elapsed = time.monotonic() - started
+    console.print(f"{episodes} episodes in {elapsed:.1f}s ({episodes / elapsed:.1f} episodes/s)")

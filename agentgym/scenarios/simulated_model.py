@@ -9,14 +9,15 @@ sees the scenario's gold steps or the planner. Its behaviour:
   with Gumbel noise. The noise's temperature grows with the number of offered tools
   (`crowding`), and near-duplicate tools score alike, so more and more similar tools mean
   more wrong choices, as measured for real models (RAG-MCP, arXiv 2505.03275; MetaTool,
-  arXiv 2310.03128). Tools that failed since the last success are not retried.
+  arXiv 2310.03128). A tool already called since the user last spoke is not called again.
 - It obeys `tool_choice`: a named function, "none", "required".
 - Arguments come from the conversation: enum values named in it, values shaped like the
   example a parameter's description gives ("such as '#W0000000'"), emails, names, numbers,
   each matched to the parameter whose words stand nearest it; with probability
   `argument_error_rate` one value is garbled.
-- It stops calling tools and answers in text once the tool that best fits the user's request
-  has succeeded, or after `give_up_after_errors` consecutive errors.
+- It reads errors: when one names a tool that must come first, it calls that tool and then
+  retries the call that was refused. Otherwise it answers in text after a success, and gives
+  up after `give_up_after_errors` consecutive errors.
 - Prompt tokens grow with the schemas offered (~4 bytes a token, as tokenizers give for JSON).
 
 Deterministic: the same seed and request give the same answer.
@@ -46,6 +47,7 @@ _QUOTED = re.compile(r"'([^']+)'")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _NUMBER = re.compile(r"(?<![\w#.-])-?\d+(?:\.\d+)?(?![\w-])")
 _NAME = re.compile(r"(?:I'm|I am|name is|This is|it's|from)\s+([A-Z][a-z]+)\s+([A-Z][a-z]+)")
+_REPLACEMENT = re.compile(r"\b(?:for|into|to|new|with)\b[^.;:]*$", re.IGNORECASE)
 _KEY_VALUE = re.compile(r"\b(\w+)\s*=\s*(\"[^\"]*\"|'[^']*'|[^\s,;]+)")
 
 
@@ -88,17 +90,19 @@ class Turn:
 
     user: str  # the latest user message
     since_user: list[dict[str, Any]]  # assistant and tool messages after it
-    context: str  # everything said so far that values can be taken from
+    said: str  # everything the user said
+    results: str  # everything tools returned
 
     @classmethod
     def read(cls, messages: list[dict[str, Any]]) -> Turn:
         last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
         user = _text(messages[last_user].get("content")) if last_user >= 0 else ""
-        context = " \n ".join(_text(m.get("content")) for m in messages if m.get("role") in ("user", "tool"))
-        return cls(user, messages[last_user + 1 :], context)
+        said = " \n ".join(_text(m.get("content")) for m in messages if m.get("role") == "user")
+        results = " \n ".join(_text(m.get("content")) for m in messages if m.get("role") == "tool")
+        return cls(user, messages[last_user + 1 :], said, results)
 
-    def outcomes(self) -> list[tuple[str, bool]]:
-        """(tool name, succeeded) for each tool call since the user spoke, in order."""
+    def outcomes(self) -> list[tuple[str, bool, str]]:
+        """(tool name, succeeded, result) for each tool call since the user spoke, in order."""
         names: dict[str, str] = {}
         found = []
         for message in self.since_user:
@@ -106,7 +110,7 @@ class Turn:
                 names[call.get("id", "")] = (call.get("function") or {}).get("name", "")
             if message.get("role") == "tool":
                 result = _text(message.get("content"))
-                found.append((names.get(message.get("tool_call_id", ""), ""), not _looks_failed(result)))
+                found.append((names.get(message.get("tool_call_id", ""), ""), not _looks_failed(result), result))
         return found
 
     def tool_results(self) -> str:
@@ -180,36 +184,38 @@ class SimulatedModel:
         outcomes = turn.outcomes()
         named = _named(tools, turn.user)
         if named:  # the user named the tools to use: follow the instruction, in parallel if allowed
-            called = {name for name, _ in outcomes}
+            called = {name for name, _, _ in outcomes}
             pending = [t for t in named if t["name"] not in called]
             if not pending and choice != "required":
                 return self._say(turn), "stop"
             pending = pending or named
             return self._calls(pending[:1] if payload.get("parallel_tool_calls") is False else pending, turn, rng), "tool_calls"
 
-        index = ToolIndex(tools)
-        if choice != "required" and self._done(index, turn, outcomes):
+        by_name = {t["name"]: t for t in tools}
+        planned = _next_in_plan(outcomes, by_name)
+        if planned is not None:
+            return self._calls([planned], turn, rng), "tool_calls"
+        if choice != "required" and self._done(outcomes):
             return self._say(turn), "stop"
-        failed = _failed_since_success(outcomes)
-        scores = index.scores(turn.user + " " + turn.tool_results())
+        tried = {name for name, _, _ in outcomes}  # a model does not repeat a call it just made
+        candidates = [i for i in range(len(tools)) if tools[i]["name"] not in tried] or list(range(len(tools)))
+        scores = ToolIndex(tools).scores(turn.user + " " + turn.tool_results())
         temperature = self.knobs.temperature * (1 + self.knobs.crowding * (len(tools) - 1))
-        candidates = [i for i in range(len(tools)) if tools[i]["name"] not in failed] or list(range(len(tools)))
         pick = max(candidates, key=lambda i: scores[i] / temperature - math.log(-math.log(rng.random() or 1e-12)))
         return self._calls([tools[pick]], turn, rng), "tool_calls"
 
-    def _done(self, index: ToolIndex, turn: Turn, outcomes: list[tuple[str, bool]]) -> bool:
+    def _done(self, outcomes: list[tuple[str, bool, str]]) -> bool:
+        """After a success the model answers; after `give_up_after_errors` errors in a row it gives up."""
         if not outcomes:
             return False
+        if outcomes[-1][1]:
+            return True
         streak = 0
-        for _, ok in reversed(outcomes):
+        for _, ok, _ in reversed(outcomes):
             if ok:
                 break
             streak += 1
-        if streak >= self.knobs.give_up_after_errors:
-            return True
-        scores = index.scores(turn.user)
-        best = index.tools[max(range(len(scores)), key=scores.__getitem__)]["name"]
-        return any(name == best and ok for name, ok in outcomes)
+        return streak >= self.knobs.give_up_after_errors
 
     @staticmethod
     def _say(turn: Turn) -> dict[str, Any]:
@@ -225,7 +231,7 @@ class SimulatedModel:
     def _calls(self, chosen: list[dict[str, Any]], turn: Turn, rng: random.Random) -> dict[str, Any]:
         calls = []
         for tool in chosen:
-            arguments = fill_arguments(tool.get("parameters") or {}, turn.context)
+            arguments = fill_arguments(tool.get("parameters") or {}, turn.said, turn.results, turn.user)
             if arguments and rng.random() < self.knobs.argument_error_rate:
                 name = rng.choice(sorted(arguments))
                 arguments[name] = _garble(arguments[name], rng)
@@ -233,6 +239,22 @@ class SimulatedModel:
                           "type": "function",
                           "function": {"name": tool["name"], "arguments": orjson.dumps(arguments).decode()}})
         return {"role": "assistant", "content": None, "tool_calls": calls}
+
+
+def _next_in_plan(outcomes: list[tuple[str, bool, str]], tools: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """What an error told the model to do: call the tool it named first, then retry the one that needed it."""
+    if len(outcomes) >= 2 and outcomes[-1][1] and not outcomes[-2][1]:
+        prerequisite, _, _ = outcomes[-1]
+        blocked, _, error = outcomes[-2]
+        if prerequisite in error and blocked in tools:
+            return tools[blocked]
+    if outcomes and not outcomes[-1][1]:
+        failed, _, error = outcomes[-1]
+        succeeded = {name for name, ok, _ in outcomes if ok}
+        named = [n for n in tools if n != failed and n not in succeeded and re.search(rf"(?<!\w){re.escape(n)}(?!\w)", error)]
+        if named:
+            return tools[named[0]]
+    return None
 
 
 def _named(tools: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
@@ -243,13 +265,6 @@ def _named(tools: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
         if ("_" in name or re.search(r"[a-z][A-Z]", name)) and (match := re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text)):
             found.append((match.start(), tool))
     return [tool for _, tool in sorted(found, key=lambda pair: pair[0])]
-
-
-def _failed_since_success(outcomes: list[tuple[str, bool]]) -> set[str]:
-    failed: set[str] = set()
-    for name, ok in outcomes:
-        failed = set() if ok else failed | {name}
-    return failed
 
 
 def _garble(value: Any, rng: random.Random) -> Any:
@@ -295,48 +310,72 @@ def _examples(description: str) -> list[str]:
 class _Candidate:
     value: Any
     start: int
-    before: list[str]  # the words just before it: what the user called it
+    from_user: bool  # said by the user, rather than read from a tool's result
+    latest: bool  # said in the user's latest message
+    before: list[str]  # the words just before it: what it was called
+    replacement: bool  # introduced as the new one ("... for item 1323134954", "change it to ...")
 
 
-def _candidates(pattern: str, context: str) -> list[_Candidate]:
-    found = []
-    for match in re.finditer(rf"(?<![\w#]){pattern}(?![\w])", context):
-        found.append(_Candidate(match.group(0), match.start(), words(context[max(0, match.start() - 40) : match.start()])[-4:]))
-    return found
+class _Conversation:
+    """Where argument values can come from: what the user said, then what tools returned."""
+
+    def __init__(self, said: str, results: str, latest: str = "") -> None:
+        self.text = said + "\n\n" + results
+        self.boundary = len(said)
+        self.latest_from = len(said) - len(latest) if latest and said.endswith(latest) else len(said)
+
+    def candidates(self, pattern: str) -> list[_Candidate]:
+        found = []
+        for match in re.finditer(rf"(?<![\w#]){pattern}(?![\w])", self.text):
+            preceding = self.text[max(0, match.start() - 40) : match.start()]
+            replacement = bool(_REPLACEMENT.search(preceding[-18:]))
+            found.append(_Candidate(match.group(0), match.start(), match.start() < self.boundary,
+                                    self.latest_from <= match.start() < self.boundary, words(preceding)[-4:],
+                                    replacement))
+        return found
 
 
 def _closeness(name: str, spec: dict[str, Any], candidate: _Candidate) -> float:
     label = set(words(name)) | set(words(spec.get("description", ""))[:6])
-    return sum(1.0 / (1 + distance) for distance, word in enumerate(reversed(candidate.before)) if word in label)
+    near = sum(1.0 / (1 + distance) for distance, word in enumerate(reversed(candidate.before)) if word in label)
+    if candidate.replacement:  # "X for Y": Y belongs to the new_* parameter, X to the other
+        near += 1.0 if "new" in label else -0.5
+    return near
 
 
-def fill_arguments(schema: dict[str, Any], context: str) -> dict[str, Any]:
+def _rank(name: str, spec: dict[str, Any], candidate: _Candidate) -> tuple[bool, float, bool, int]:
+    """What the user just said first; then nearest words; then the user over tool results; then the latest."""
+    return (candidate.latest, _closeness(name, spec, candidate), candidate.from_user, candidate.start)
+
+
+def fill_arguments(schema: dict[str, Any], said: str, results: str = "", latest: str = "") -> dict[str, Any]:
     """Values for the schema's required parameters (or its first one), read from the conversation."""
+    conversation = _Conversation(said, results, latest)
     properties: dict[str, dict[str, Any]] = schema.get("properties") or {}
     wanted = list(schema.get("required") or list(properties)[:1])
-    given = {k: v.strip("\"'") for k, v in _KEY_VALUE.findall(context)}
+    given = {k: v.strip("\"'") for k, v in _KEY_VALUE.findall(conversation.text)}
     arguments: dict[str, Any] = {}
-    claims: dict[str, list[tuple[float, str, _Candidate]]] = {}
-    numbers = iter(_candidates(_NUMBER.pattern, context))
-    name_match = _NAME.search(context)
+    claims: dict[str, list[tuple[tuple[bool, float, bool, int], str, _Candidate]]] = {}
+    numbers = iter(sorted(conversation.candidates(_NUMBER.pattern), key=lambda c: (not c.from_user, c.start)))
+    name_match = _NAME.search(said) or _NAME.search(results)
     for name in wanted:
         spec = properties.get(name) or {}
         kind = spec.get("type", "string")
+        examples = _examples(spec.get("description", "")) or _examples((spec.get("items") or {}).get("description", ""))
         if name in given:
             arguments[name] = _typed(given[name], kind)
         elif spec.get("enum"):
-            arguments[name] = _enum_choice(spec["enum"], context)
+            arguments[name] = _enum_choice(spec["enum"], said, results)
         elif "email" in name:
-            emails = _EMAIL.findall(context)
+            emails = _EMAIL.findall(said) or _EMAIL.findall(results)
             arguments[name] = emails[-1] if emails else "unknown@example.com"
         elif name_match and name in ("first_name", "last_name", "firstname", "lastname"):
             arguments[name] = name_match.group(1 if name.startswith("first") else 2)
-        elif _examples(spec.get("description", "")) or _examples((spec.get("items") or {}).get("description", "")):
-            examples = _examples(spec.get("description", "")) or _examples(spec["items"]["description"])
+        elif examples:
             pattern = "|".join(f"(?:{_shape_pattern(e)})" for e in examples)
-            for candidate in _candidates(f"(?:{pattern})", context):
-                claims.setdefault(candidate.value + f"@{candidate.start}", []).append(
-                    (_closeness(name, spec, candidate), name, candidate))
+            for candidate in conversation.candidates(f"(?:{pattern})"):
+                claims.setdefault(f"{candidate.value}@{candidate.start}", []).append(
+                    (_rank(name, spec, candidate), name, candidate))
         elif kind in ("integer", "number"):
             candidate = next(numbers, None)
             arguments[name] = _typed(candidate.value, kind) if candidate else 1
@@ -347,7 +386,7 @@ def fill_arguments(schema: dict[str, Any], context: str) -> dict[str, Any]:
         elif kind == "object":
             arguments[name] = {}
         else:
-            arguments[name] = context.strip().splitlines()[-1][:120] if context.strip() else ""
+            arguments[name] = said.strip().splitlines()[-1][:120] if said.strip() else ""
     _assign_shaped(claims, properties, arguments)
     for name in wanted:  # nothing in the conversation fits: like real models, fall back on the example
         if name not in arguments:
@@ -358,35 +397,30 @@ def fill_arguments(schema: dict[str, Any], context: str) -> dict[str, Any]:
     return arguments
 
 
-def _assign_shaped(claims: dict[str, list[tuple[float, str, _Candidate]]], properties: dict[str, dict[str, Any]],
-                   arguments: dict[str, Any]) -> None:
-    """Give each shaped value to the parameter whose words stand nearest it (ties: the later mention)."""
-    chosen: dict[str, list[_Candidate]] = {}
+def _assign_shaped(claims: dict[str, list[tuple[tuple[bool, float, bool, int], str, _Candidate]]],
+                   properties: dict[str, dict[str, Any]], arguments: dict[str, Any]) -> None:
+    """Each shaped value goes to the parameter whose words stand nearest it; each parameter takes its best."""
+    won: dict[str, list[tuple[tuple[bool, float, bool, int], _Candidate]]] = {}
     for options in claims.values():
-        best = max(options, key=lambda o: (o[0], -list(properties).index(o[1])))
-        chosen.setdefault(best[1], []).append(best[2])
+        rank, name, candidate = max(options, key=lambda o: (o[0][1], -list(properties).index(o[1])))
+        won.setdefault(name, []).append((rank, candidate))
     wanted_shaped = {name for options in claims.values() for _, name, _ in options}
     for name in wanted_shaped:
-        values = sorted(chosen.get(name, []), key=lambda c: c.start)
-        distinct = list(dict.fromkeys(c.value for c in values))
+        mine = won.get(name) or [(rank, c) for options in claims.values() for rank, n, c in options if n == name]
         if (properties.get(name) or {}).get("type") == "array":
-            arguments[name] = distinct
-        elif distinct:
-            arguments[name] = distinct[-1]
-        else:  # every match was claimed by a closer parameter: reuse the most recent one
-            pool = [o[2] for options in claims.values() for o in options if o[1] == name]
-            arguments[name] = max(pool, key=lambda c: c.start).value if pool else ""
-    for name, value in list(arguments.items()):
-        if isinstance(value, str) and (properties.get(name) or {}).get("type") == "array":
-            arguments[name] = [value]
+            mine = won.get(name, [])
+            said = [c for _, c in mine if c.from_user] or [c for _, c in mine]
+            arguments[name] = list(dict.fromkeys(c.value for c in sorted(said, key=lambda c: c.start)))
+        else:
+            arguments[name] = max(mine, key=lambda pair: pair[0])[1].value
 
 
-def _enum_choice(options: list[Any], context: str) -> Any:
-    lowered = context.lower()
-    for option in options:
-        if str(option).lower() in lowered:
-            return option
-    context_words = set(words(context))
+def _enum_choice(options: list[Any], said: str, results: str) -> Any:
+    for text in (said.lower(), results.lower()):
+        for option in options:
+            if str(option).lower() in text:
+                return option
+    context_words = set(words(said))
     return max(options, key=lambda o: len(set(words(str(o))) & context_words))
 
 
