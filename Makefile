@@ -20,7 +20,14 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q
 
-bench: $(VENV)/.installed
+# LiteLLM's own proxy, the comparison point, lives in a venv of its own, never in .venv.
+LITELLM_VENV := benchmarks/.venv-litellm
+$(LITELLM_VENV)/.installed: $(VENV)/.installed
+	$(VENV)/bin/uv venv -q --python $(VENV)/bin/python $(LITELLM_VENV)
+	$(VENV)/bin/uv pip install -q --python $(LITELLM_VENV)/bin/python 'litellm[proxy]' opentelemetry-sdk py-spy
+	touch $@
+
+bench: $(VENV)/.installed $(LITELLM_VENV)/.installed
 	$(VENV)/bin/python benchmarks/proxy_overhead.py
 	$(VENV)/bin/python benchmarks/recorder_throughput.py
 

@@ -69,7 +69,7 @@ class ModelPrice(Section):
 
 class StoreConfig(Section):
     path: Path = Path("agentgym.duckdb")
-    flush_interval_s: float = Field(0.1, description="the most a `kill -9` can lose is about this much traffic")
+    flush_interval_s: float = Field(0.5, description="the most a `kill -9` can lose is about this much traffic")
     batch_max_rows: int = 20_000
     queue_max_rows: int = Field(200_000, description="beyond this, records are dropped (counted), never requests")
     record_bodies: bool = Field(True, description="store request and response JSON with each inference")

@@ -108,6 +108,7 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=16)
     p.add_argument("--focus", default="agentgym/", help="path substring of the code to rank")
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--gil", action="store_true", help="only sample the thread holding the GIL (py-spy --gil)")
     p.add_argument("--out", type=Path, default=None, help="keep the collapsed stacks here")
     args = p.parse_args()
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -124,7 +125,7 @@ def main() -> None:
             state = await drive(target, model, args.rate, args.seconds, args.warmup, master_key)
             spy = subprocess.Popen(
                 [_py_spy(), "record", "--pid", str(target.pid), "--rate", "250", "--format", "raw",
-                 "--duration", str(int(args.seconds)), "--output", str(raw), "--subprocesses", "--nonblocking"],
+                 "--duration", str(int(args.seconds)), "--output", str(raw), "--subprocesses", "--nonblocking", *(["--gil"] if args.gil else [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )
             time.sleep(0.5)
@@ -154,7 +155,7 @@ def main() -> None:
         print(f"\n-- {title} (% of samples)")
         for name, pct, n in result[key]:
             print(f"{pct:6.1f}%  {n:6d}  {name}")
-    out = HERE / "results" / f"profile-{args.target}-{int(args.rate)}rps.json"
+    out = HERE / "results" / f"profile-{args.target}-{args.mode}-{int(args.rate)}rps{'-gil' if args.gil else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "load": summary, **result}, indent=1))
     print(f"\nsummary: {out}")

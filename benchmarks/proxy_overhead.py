@@ -419,17 +419,18 @@ def start_target(name: str, model: Service, workdir: Path, master_key: str) -> T
 
 
 # --- the run ----------------------------------------------------------------------------------
-async def bench_target(target: Target, model: Service, args, master_key: str, results: dict, counter: list[int]) -> None:
+async def bench_phase(target: Target, model: Service, args, master_key: str, results: dict, counter: list[int],
+                      phase: str) -> None:
+    """One phase on a freshly started target: the latency levels of one mode, or the sustained search."""
     pids = [target.pid, model.process.pid]
     client = Client(target.port, target.path, master_key, args.max_conns)
     # Warm-up: light traffic while the proxy finishes starting (AgentGym imports litellm in the
     # background for ~10 s), then wait until everything is idle.
-    if args.warmup > 0:
-        for mode in args.modes:
-            await run_level(client, Level(target.name, mode, 20, args.warmup / len(args.modes)),
-                            proxy_pid=None, model_pid=None, timeout_s=args.timeout, counter=counter)
+    if args.warmup > 0 and target.pid is not None:
+        await run_level(client, Level(target.name, "stream" if phase == "stream" else "nonstream", 20, args.warmup),
+                        proxy_pid=None, model_pid=None, timeout_s=args.timeout, counter=counter)
     settle(pids)
-    for mode in args.modes:
+    for mode in [phase] if phase != "sustain" else []:
         for rate in args.rates:
             await run_level(client, Level(target.name, mode, rate, args.level_warmup),
                             proxy_pid=None, model_pid=None, timeout_s=args.timeout, counter=counter)
@@ -446,7 +447,7 @@ async def bench_target(target: Target, model: Service, args, master_key: str, re
             settle(pids)
             client = Client(target.port, target.path, master_key, args.max_conns)
 
-    if args.sustain:
+    if phase == "sustain":
         steps, passed, failed = [], None, None
         rate = args.sustain_start
         while rate <= args.sustain_max:
@@ -604,24 +605,29 @@ async def main_async(args) -> dict:
     try:
         for name in args.targets:
             print(f"== {name}", flush=True)
-            try:
-                target = start_target(name, model, workdir, master_key)
-            except RuntimeError as exc:
-                print(f"  {name} could not start: {exc}", flush=True)
-                results["targets"][name] = {"error": str(exc)[-4000:]}
-                continue
-            try:
-                started = time.monotonic()
-                await bench_target(target, model, args, master_key, results, counter)
-                info = {"seconds": round(time.monotonic() - started, 1), **target.notes}
-                if name == "agentgym":
-                    info |= agentgym_checks(target)
-            finally:
-                target.stop()
-            if target.db is not None:
-                info["rows_after_stop"] = agentgym_rows(target.db)
-                print(f"  agentgym recorded: {info['rows_after_stop']}", flush=True)
+            info: dict = {"phases": {}}
             results["targets"][name] = info
+            phases = [*args.modes, *(["sustain"] if args.sustain else [])]
+            for phase in phases:  # each phase on a fresh process: an overloaded level must not taint the next
+                try:
+                    target = start_target(name, model, workdir, master_key)
+                except RuntimeError as exc:
+                    print(f"  {name} could not start: {exc}", flush=True)
+                    info["phases"][phase] = {"error": str(exc)[-4000:]}
+                    continue
+                phase_info: dict = {}
+                try:
+                    started = time.monotonic()
+                    await bench_phase(target, model, args, master_key, results, counter, phase)
+                    phase_info = {"seconds": round(time.monotonic() - started, 1), **target.notes}
+                    if name == "agentgym":
+                        phase_info |= agentgym_checks(target)
+                finally:
+                    target.stop()
+                if target.db is not None:
+                    phase_info["rows_after_stop"] = agentgym_rows(target.db)
+                    print(f"  agentgym recorded ({phase}): {phase_info['rows_after_stop']}", flush=True)
+                info["phases"][phase] = phase_info
     finally:
         model.stop()
         if not args.keep_workdir:

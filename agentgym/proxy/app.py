@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import hmac
 import logging
 from collections.abc import AsyncIterator
@@ -84,6 +85,7 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        gc.freeze()  # what start-up built lives as long as the server: keep it out of every GC pass
         proxy.costing.warm()
         proxy.recorder.start()
         if public_url:

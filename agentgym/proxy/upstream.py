@@ -79,7 +79,7 @@ class OpenAICompatible:
         self.base_url = config.url.rstrip("/")
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
-            limits=httpx.Limits(max_connections=config.max_connections, max_keepalive_connections=config.max_connections),
+            limits=httpx.Limits(max_connections=config.max_connections, max_keepalive_connections=100),
         )
 
     async def aclose(self) -> None:

@@ -13,6 +13,7 @@ that time are stored at once without cost and filled in (`backfill`) when it is.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import threading
 from dataclasses import dataclass
@@ -54,6 +55,9 @@ class UsageCosting:
                         }
                     )
                 self._litellm = litellm
+                # litellm leaves ~10^6 long-lived objects; every full GC would walk them all (pauses of
+                # 100+ ms on the request path). Move them out of the collector's reach.
+                gc.freeze()
         return self._litellm
 
     def warm(self) -> threading.Thread:

@@ -4,7 +4,7 @@ Each episode is what a production agent does: send the conversation with the sce
 run the tool calls the model makes against the environment, send the results back, until
 the model answers in text. The simulated user knows their goal (as a real user does): when
 the agent answers while the request is unfinished, they make their next request or, once,
-ask again. At the end the agent reports the outcome through `POST /v1/feedback`.
+repeat the last one. At the end the agent reports the outcome through `POST /v1/feedback`.
 
 `run_episode` is the loop itself, over any way of calling the model: through the proxy with
 the SDK (`through_proxy`), or straight to `SimulatedModel` for calibrating its knobs.
@@ -25,7 +25,7 @@ from agentgym.scenarios.environment import Environment
 from agentgym.scenarios.scenario import Scenario, Task
 
 MODEL = "agentgym-sim"
-NUDGE = "That isn't done yet. Please finish what I asked."
+NUDGE = "That isn't done yet. Again: {request}"
 
 
 @dataclass
@@ -48,6 +48,7 @@ async def run_episode(complete: Complete, scenario: Scenario, task: Task, *, max
     messages: list[dict[str, Any]] = [{"role": "system", "content": scenario.system_prompt},
                                       {"role": "user", "content": task.user}]
     follow_ups = list(task.follow_ups)
+    request = task.user
     nudged = False
     result = EpisodeResult(None, task.id, False, 0, 0, 0, 0)
     for _ in range(max_requests):
@@ -66,10 +67,11 @@ async def run_episode(complete: Complete, scenario: Scenario, task: Task, *, max
         if env.complete:
             break
         if follow_ups:
-            messages.append({"role": "user", "content": follow_ups.pop(0)})
+            request = follow_ups.pop(0)
+            messages.append({"role": "user", "content": request})
         elif not nudged:
             nudged = True
-            messages.append({"role": "user", "content": NUDGE})
+            messages.append({"role": "user", "content": NUDGE.format(request=request)})
         else:
             break
     result.success = env.complete and (bool(task.steps) or result.tool_calls == 0)

@@ -15,6 +15,8 @@ sees the scenario's gold steps or the planner. Its behaviour:
   example a parameter's description gives ("such as '#W0000000'"), emails, names, numbers,
   each matched to the parameter whose words stand nearest it; with probability
   `argument_error_rate` one value is garbled.
+- It follows the system prompt's opening rule ("at the beginning, authenticate the user") on
+  its first call, with weight `policy_weight`.
 - It reads errors: when one names a tool that must come first, it calls that tool and then
   retries the call that was refused. Otherwise it answers in text after a success, and gives
   up after `give_up_after_errors` consecutive errors.
@@ -47,6 +49,7 @@ _QUOTED = re.compile(r"'([^']+)'")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _NUMBER = re.compile(r"(?<![\w#.-])-?\d+(?:\.\d+)?(?![\w-])")
 _NAME = re.compile(r"(?:I'm|I am|name is|This is|it's|from)\s+([A-Z][a-z]+)\s+([A-Z][a-z]+)")
+_OPENING = re.compile(r"\b(at the (beginning|start)|first of all|must first|always start|before anything)\b", re.IGNORECASE)
 _REPLACEMENT = re.compile(r"\b(?:for|into|to|new|with)\b[^.;:]*$", re.IGNORECASE)
 _KEY_VALUE = re.compile(r"\b(\w+)\s*=\s*(\"[^\"]*\"|'[^']*'|[^\s,;]+)")
 
@@ -60,6 +63,9 @@ class ModelKnobs(BaseModel):
     crowding: float = Field(0.04, description="extra temperature per offered tool beyond the first")
     argument_error_rate: float = Field(0.03, description="chance that one argument value is garbled")
     give_up_after_errors: int = Field(3, description="consecutive tool errors before the model answers in text")
+    policy_weight: float = Field(
+        1.0, description="how strongly the first call follows what the system prompt says to do at the start"
+    )
 
 
 def words(text: str) -> list[str]:
@@ -92,6 +98,8 @@ class Turn:
     since_user: list[dict[str, Any]]  # assistant and tool messages after it
     said: str  # everything the user said
     results: str  # everything tools returned
+    calls_in_conversation: int  # tool calls made so far, all turns
+    opening_rule: str  # what the system prompt says to do first, if anything
 
     @classmethod
     def read(cls, messages: list[dict[str, Any]]) -> Turn:
@@ -99,7 +107,10 @@ class Turn:
         user = _text(messages[last_user].get("content")) if last_user >= 0 else ""
         said = " \n ".join(_text(m.get("content")) for m in messages if m.get("role") == "user")
         results = " \n ".join(_text(m.get("content")) for m in messages if m.get("role") == "tool")
-        return cls(user, messages[last_user + 1 :], said, results)
+        system = " ".join(_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer"))
+        opening = " ".join(sentence for sentence in re.split(r"(?<=[.!?])\s+|\n+", system) if _OPENING.search(sentence))
+        calls = sum(len(m.get("tool_calls") or ()) for m in messages if m.get("role") == "assistant")
+        return cls(user, messages[last_user + 1 :], said, results, calls, opening)
 
     def outcomes(self) -> list[tuple[str, bool, str]]:
         """(tool name, succeeded, result) for each tool call since the user spoke, in order."""
@@ -195,21 +206,25 @@ class SimulatedModel:
         planned = _next_in_plan(outcomes, by_name)
         if planned is not None:
             return self._calls([planned], turn, rng), "tool_calls"
-        if choice != "required" and self._done(outcomes):
+        if choice != "required" and self._done(outcomes, opened=turn.opening_rule != "" and turn.calls_in_conversation == 1):
             return self._say(turn), "stop"
         tried = {name for name, _, _ in outcomes}  # a model does not repeat a call it just made
         candidates = [i for i in range(len(tools)) if tools[i]["name"] not in tried] or list(range(len(tools)))
-        scores = ToolIndex(tools).scores(turn.user + " " + turn.tool_results())
+        index = ToolIndex(tools)
+        scores = index.scores(turn.user + " " + turn.tool_results())
+        if not turn.calls_in_conversation and turn.opening_rule:  # the policy says what to do at the start: do it
+            scores = [s + self.knobs.policy_weight * r for s, r in zip(scores, index.scores(turn.opening_rule), strict=True)]
         temperature = self.knobs.temperature * (1 + self.knobs.crowding * (len(tools) - 1))
         pick = max(candidates, key=lambda i: scores[i] / temperature - math.log(-math.log(rng.random() or 1e-12)))
         return self._calls([tools[pick]], turn, rng), "tool_calls"
 
-    def _done(self, outcomes: list[tuple[str, bool, str]]) -> bool:
-        """After a success the model answers; after `give_up_after_errors` errors in a row it gives up."""
+    def _done(self, outcomes: list[tuple[str, bool, str]], *, opened: bool) -> bool:
+        """After a success the model answers (unless it was the policy's opening step); after
+        `give_up_after_errors` errors in a row it gives up."""
         if not outcomes:
             return False
         if outcomes[-1][1]:
-            return True
+            return not opened
         streak = 0
         for _, ok, _ in reversed(outcomes):
             if ok:

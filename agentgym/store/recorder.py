@@ -52,7 +52,7 @@ class Recorder:
         self,
         path: Path | str,
         *,
-        flush_interval_s: float = 0.1,
+        flush_interval_s: float = 0.5,
         batch_max_rows: int = 20_000,
         queue_max_rows: int = 200_000,
         prepare: Mapping[str, Prepare] | None = None,
@@ -149,6 +149,8 @@ class Recorder:
         self._last_open_attempt = time.monotonic()
         try:
             self._con = open_store(self.path)
+            # One DuckDB thread: the proxy's event loop needs the other cores more than inserts do.
+            self._con.execute("SET threads TO 1")
             with self._reader_lock:
                 self._reader_root = self._con.cursor()
             self.last_error = None

@@ -1,0 +1,150 @@
+"""The simulated model and the scenario environment: behaviour that learning results rely on."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import textwrap
+
+import orjson
+import pytest
+
+from agentgym.scenarios.agents import run_episode
+from agentgym.scenarios.environment import Environment
+from agentgym.scenarios.scenario import Step, Task, load_scenario
+from agentgym.scenarios.simulated_model import ModelKnobs, SimulatedModel, fill_arguments
+
+TASK = Task(
+    id="t",
+    user="Hi, I'm Omar Anderson, zip 19031. Please cancel order #W6067464.",
+    steps=[Step(tool="find_user_id_by_name_zip", arguments={"first_name": "Omar", "zip": "19031"},
+                result={"user_id": "omar_anderson_3203"}),
+           Step(tool="cancel_pending_order", arguments={"order_id": "#W6067464"}, result={"status": "cancelled"})],
+)
+
+
+def test_the_environment_answers_like_a_backend():
+    env = Environment(TASK)
+    ok, content = env.execute("cancel_pending_order", '{"order_id": "#W6067464"}')
+    assert not ok and "find_user_id_by_name_zip must succeed first" in content
+    ok, content = env.execute("find_user_id_by_name_zip", '{"first_name": "Omar", "zip": "99999"}')
+    assert not ok and orjson.loads(content) == {"error": "zip '99999' not found"}
+    ok, content = env.execute("find_user_id_by_name_zip", '{"first_name": "omar", "zip": 19031, "extra": 1}')
+    assert ok and orjson.loads(content) == {"user_id": "omar_anderson_3203"}  # case and type tolerant, like APIs
+    ok, content = env.execute("get_order_details", '{"order_id": "#W6067464"}')
+    assert not ok and "not one it can serve" in content
+    ok, content = env.execute("cancel_pending_order", "{not json")
+    assert not ok and "invalid arguments" in content
+    assert not env.complete
+    assert env.execute("cancel_pending_order", '{"order_id": "#W6067464"}')[0] and env.complete
+
+
+def test_arguments_are_read_from_the_conversation():
+    schema = {"type": "object", "required": ["order_id", "item_ids", "new_item_ids", "payment_method_id"],
+              "properties": {"order_id": {"type": "string", "description": "The order id, such as '#W0000000'."},
+                             "item_ids": {"type": "array", "items": {"type": "string"},
+                                          "description": "The item ids to be exchanged, each such as '1008292230'."},
+                             "new_item_ids": {"type": "array", "items": {"type": "string"},
+                                              "description": "The new item ids, each such as '1008292230'."},
+                             "payment_method_id": {"type": "string",
+                                                   "description": "such as 'gift_card_0000000' or 'credit_card_0000000'."}}}
+    said = "Exchange item 9624127908 for item 8917609800 in order #W6067464, paying with paypal_3738584."
+    assert fill_arguments(schema, said, latest=said) == {
+        "order_id": "#W6067464", "item_ids": ["9624127908"], "new_item_ids": ["8917609800"],
+        "payment_method_id": "paypal_3738584"}
+
+
+def _first_call(model: SimulatedModel, tools: list[dict], messages: list[dict], **extra) -> dict:
+    message, _ = model.answer({"messages": messages, "tools": tools, **extra})
+    return message
+
+
+def test_tool_choice_is_obeyed_and_answers_are_deterministic():
+    scenario = load_scenario("code_review")
+    model = SimulatedModel(ModelKnobs(), seed=7)
+    ask = [{"role": "user", "content": scenario.tasks[0].user}]
+    forced = {"type": "function", "function": {"name": "create_issue"}}
+    assert _first_call(model, scenario.tools, ask, tool_choice=forced)["tool_calls"][0]["function"]["name"] == "create_issue"
+    assert "tool_calls" not in _first_call(model, scenario.tools, ask, tool_choice="none")
+    first = _first_call(model, scenario.tools, ask, seed=3)["tool_calls"][0]["function"]
+    again = _first_call(SimulatedModel(ModelKnobs(), seed=7), scenario.tools, ask, seed=3)["tool_calls"][0]["function"]
+    assert first == again
+
+
+@pytest.mark.parametrize("name", ["code_review", "customer_support"])
+def test_more_offered_tools_mean_more_wrong_choices(name):
+    """Tool-selection accuracy falls as the offered list grows (RAG-MCP, MetaTool), as documented."""
+    scenario = load_scenario(name)
+    model = SimulatedModel(scenario.simulator, seed=0)
+    rng = random.Random(0)
+    accuracy = {}
+    for offered in (2, 6, len(scenario.tools)):
+        right = 0
+        for i, task in enumerate(scenario.tasks[:120]):
+            gold = task.steps[0].tool
+            others = [t for t in scenario.tools if t["function"]["name"] != gold]
+            tools = [next(t for t in scenario.tools if t["function"]["name"] == gold), *rng.sample(others, offered - 1)]
+            rng.shuffle(tools)
+            message = _first_call(model, tools, [{"role": "user", "content": task.user}], seed=i)
+            right += message["tool_calls"][0]["function"]["name"] == gold
+        accuracy[offered] = right / 120
+    assert accuracy[2] > accuracy[6] > accuracy[len(scenario.tools)], accuracy
+
+
+def _episodes(scenario_name: str, seed: int, n: int = 30) -> list[tuple[str, bool, int, int]]:
+    scenario = load_scenario(scenario_name)
+    model = SimulatedModel(scenario.simulator, seed)
+    rng = random.Random(seed)
+
+    async def run() -> list[tuple[str, bool, int, int]]:
+        out = []
+        for _ in range(n):
+            task, episode_seed = rng.choice(scenario.tasks), rng.getrandbits(31)
+
+            async def complete(messages, episode_seed=episode_seed):
+                return model.answer({"messages": messages, "tools": scenario.tools, "seed": episode_seed})[0], None, 0
+
+            result = await run_episode(complete, scenario, task)
+            out.append((result.task_id, result.success, result.tool_calls, result.tool_errors))
+        return out
+
+    return asyncio.run(run())
+
+
+def test_seeds_reproduce():
+    assert _episodes("customer_support", seed=1) == _episodes("customer_support", seed=1)
+    assert _episodes("customer_support", seed=1) != _episodes("customer_support", seed=2)
+
+
+def test_users_add_scenarios_as_files_or_python(tmp_path, monkeypatch):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "tiny.yaml").write_text(textwrap.dedent("""
+        name: tiny
+        title: Tiny
+        description: one tool
+        system_prompt: be brief
+        tools:
+          - type: function
+            function: {name: ping, description: Ping a host., parameters: {type: object, properties: {host: {type: string, description: "such as 'db-1'"}}, required: [host]}}
+        tasks:
+          - {id: a, user: "ping db-7 please", steps: [{tool: ping, arguments: {host: db-7}}]}
+    """))
+    monkeypatch.setenv("AGENTGYM_SCENARIOS", str(folder))
+    assert load_scenario("tiny").tool_names == ["ping"]
+    (tmp_path / "my_scenarios.py").write_text(textwrap.dedent("""
+        from agentgym.scenarios.scenario import load_file
+        from pathlib import Path
+
+        class Tiny:
+            def build(self):
+                return load_file(Path(__file__).parent / "mine" / "tiny.yaml")
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert load_scenario("my_scenarios:Tiny").name == "tiny"
+    sys.modules.pop("my_scenarios", None)
+    (folder / "broken.yaml").write_text("name: broken\ntitle: b\ndescription: d\nsystem_prompt: s\ntools: []\n"
+                                        "tasks: [{id: a, user: u, steps: [{tool: nope}]}]\n")
+    with pytest.raises(ValueError, match="step tool 'nope' is not one of the scenario's tools"):
+        load_scenario("broken")
