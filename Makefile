@@ -1,5 +1,7 @@
 # Two commands: `make demo` and `make test`. Each creates .venv (Python 3.12+) on first use.
-PYTHON ?= $(shell command -v python3.12 2>/dev/null || ls -d $$(pyenv root 2>/dev/null)/versions/3.12.*/bin/python3 2>/dev/null | tail -1)
+# The first Python 3.12+ that actually runs (a pyenv shim for an inactive version does not).
+PYTHON ?= $(shell for p in $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.1[2-9]*/bin/python3 2>/dev/null) python3.13 python3.12 python3; do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
 VENV := .venv
 # litellm would otherwise fetch its price map from the network at import.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
