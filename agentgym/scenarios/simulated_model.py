@@ -98,7 +98,7 @@ class Turn:
     since_user: list[dict[str, Any]]  # assistant and tool messages after it
     said: str  # everything the user said
     results: str  # everything tools returned
-    calls_in_conversation: int  # tool calls made so far, all turns
+    successes_in_conversation: list[str]  # tools that succeeded so far, all turns
     opening_rule: str  # what the system prompt says to do first, if anything
 
     @classmethod
@@ -109,8 +109,7 @@ class Turn:
         results = " \n ".join(_text(m.get("content")) for m in messages if m.get("role") == "tool")
         system = " ".join(_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer"))
         opening = " ".join(sentence for sentence in re.split(r"(?<=[.!?])\s+|\n+", system) if _OPENING.search(sentence))
-        calls = sum(len(m.get("tool_calls") or ()) for m in messages if m.get("role") == "assistant")
-        return cls(user, messages[last_user + 1 :], said, results, calls, opening)
+        return cls(user, messages[last_user + 1 :], said, results, _successes(messages), opening)
 
     def outcomes(self) -> list[tuple[str, bool, str]]:
         """(tool name, succeeded, result) for each tool call since the user spoke, in order."""
@@ -206,14 +205,15 @@ class SimulatedModel:
         planned = _next_in_plan(outcomes, by_name)
         if planned is not None:
             return self._calls([planned], turn, rng), "tool_calls"
-        if choice != "required" and self._done(outcomes, opened=turn.opening_rule != "" and turn.calls_in_conversation == 1):
+        opening = _opening_tools(ToolIndex(tools), turn.opening_rule) if turn.opening_rule else set()
+        if choice != "required" and self._done(outcomes, opened=_only_opening_done(turn, opening)):
             return self._say(turn), "stop"
         tried = {name for name, _, _ in outcomes}  # a model does not repeat a call it just made
         candidates = [i for i in range(len(tools)) if tools[i]["name"] not in tried] or list(range(len(tools)))
         index = ToolIndex(tools)
         scores = index.scores(turn.user + " " + turn.tool_results())
-        if not turn.calls_in_conversation and turn.opening_rule:  # the policy says what to do at the start: do it
-            scores = [s + self.knobs.policy_weight * r for s, r in zip(scores, index.scores(turn.opening_rule), strict=True)]
+        if not turn.successes_in_conversation and opening:  # the policy says what to do at the start: do it
+            scores = [s + self.knobs.policy_weight * (t["name"] in opening) for s, t in zip(scores, tools, strict=True)]
         temperature = self.knobs.temperature * (1 + self.knobs.crowding * (len(tools) - 1))
         pick = max(candidates, key=lambda i: scores[i] / temperature - math.log(-math.log(rng.random() or 1e-12)))
         return self._calls([tools[pick]], turn, rng), "tool_calls"
@@ -254,6 +254,29 @@ class SimulatedModel:
                           "type": "function",
                           "function": {"name": tool["name"], "arguments": orjson.dumps(arguments).decode()}})
         return {"role": "assistant", "content": None, "tool_calls": calls}
+
+
+def _successes(messages: list[dict[str, Any]]) -> list[str]:
+    names: dict[str, str] = {}
+    done = []
+    for message in messages:
+        for call in message.get("tool_calls") or ():
+            names[call.get("id", "")] = (call.get("function") or {}).get("name", "")
+        if message.get("role") == "tool" and not _looks_failed(_text(message.get("content"))):
+            done.append(names.get(message.get("tool_call_id", ""), ""))
+    return done
+
+
+def _opening_tools(index: ToolIndex, rule: str) -> set[str]:
+    """The tools the system prompt's opening rule points at (those fitting it at least half as well as the best)."""
+    scores = index.scores(rule)
+    best = max(scores, default=0.0)
+    return {t["name"] for t, score in zip(index.tools, scores, strict=True) if best > 0 and score >= 0.5 * best}
+
+
+def _only_opening_done(turn: Turn, opening: set[str]) -> bool:
+    """True when the only thing done so far is the policy's opening step: the real request is still to do."""
+    return bool(opening) and len(turn.successes_in_conversation) == 1 and turn.successes_in_conversation[0] in opening
 
 
 def _next_in_plan(outcomes: list[tuple[str, bool, str]], tools: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
