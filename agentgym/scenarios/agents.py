@@ -37,6 +37,7 @@ class EpisodeResult:
     tool_errors: int
     requests: int
     prompt_tokens: int
+    unreported: int = 0  # tool results never sent back: the agent stopped at its request limit
 
 
 Complete = Callable[[list[dict[str, Any]]], Awaitable[tuple[dict[str, Any], str | None, int]]]
@@ -74,6 +75,8 @@ async def run_episode(complete: Complete, scenario: Scenario, task: Task, *, max
             messages.append({"role": "user", "content": NUDGE.format(request=request)})
         else:
             break
+    while messages[-1 - result.unreported].get("role") == "tool":
+        result.unreported += 1
     result.success = env.complete and (bool(task.steps) or result.tool_calls == 0)
     return result
 
@@ -97,7 +100,7 @@ async def _complete(client: AsyncOpenAI, messages: list[dict[str, Any]], tools: 
     content: list[str] = []
     calls: dict[int, dict[str, Any]] = {}
     prompt_tokens = 0
-    async for chunk in await raw.parse():
+    async for chunk in raw.parse():
         prompt_tokens = chunk.usage.prompt_tokens if chunk.usage else prompt_tokens
         for choice in chunk.choices:
             content.append(choice.delta.content or "")
