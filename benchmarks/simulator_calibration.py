@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import uuid
 
 from agentgym.scenarios.agents import run_episode
 from agentgym.scenarios.scenario import load_scenario, scenario_files
@@ -23,16 +22,13 @@ async def measure(name: str, episodes: int, seed: int, overrides: dict[str, str]
     knobs = ModelKnobs.model_validate({**scenario.simulator.model_dump(), **overrides})
     model = SimulatedModel(knobs, seed)
     rng = random.Random(seed)
-    calls = errors = successes = requests = prompt = 0
+    calls = errors = successes = requests = 0
     for _ in range(episodes):
         task, episode_seed = rng.choice(scenario.tasks), rng.getrandbits(31)
 
         async def complete(messages, episode_seed=episode_seed):
             payload = {"messages": messages, "tools": scenario.tools, "seed": episode_seed}
-            message, _ = model.answer(payload)
-            for call in message.get("tool_calls") or ():
-                call["id"] = call["id"] or uuid.uuid4().hex
-            return message, None, 0
+            return model.answer(payload)[0], None, 0
 
         result = await run_episode(complete, scenario, task)
         calls, errors = calls + result.tool_calls, errors + result.tool_errors

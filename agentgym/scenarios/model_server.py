@@ -26,16 +26,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from agentgym.scenarios.simulated_model import ModelKnobs, SimulatedModel
+from agentgym.scenarios.simulated_model import ModelKnobs, SimulatedModel, text_of
 
 MODEL_ID = "agentgym-sim"
 _DIRECTIVE = re.compile(r"#(status|delay)=([0-9.]+)")
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, list):
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return content or ""
 
 
 def _tokens(value: Any) -> int:
@@ -53,7 +47,7 @@ async def chat_completions(request: Request) -> Response:
     except orjson.JSONDecodeError as exc:
         return _error(400, f"invalid JSON: {exc}")
     messages = payload.get("messages") or []
-    last_user = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+    last_user = next((text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
     directives = dict(_DIRECTIVE.findall(last_user)) if "#" in last_user else {}
     if "delay" in directives:
         await asyncio.sleep(float(directives["delay"]))

@@ -84,7 +84,8 @@ def words(text: str) -> list[str]:
     return out
 
 
-def _text(content: Any) -> str:
+def text_of(content: Any) -> str:
+    """A message's text, whether its content is a string or a list of parts."""
     if isinstance(content, list):
         return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
     return content if isinstance(content, str) else ""
@@ -104,10 +105,10 @@ class Turn:
     @classmethod
     def read(cls, messages: list[dict[str, Any]]) -> Turn:
         last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
-        user = _text(messages[last_user].get("content")) if last_user >= 0 else ""
-        said = " \n ".join(_text(m.get("content")) for m in messages if m.get("role") == "user")
-        results = " \n ".join(_text(m.get("content")) for m in messages if m.get("role") == "tool")
-        system = " ".join(_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer"))
+        user = text_of(messages[last_user].get("content")) if last_user >= 0 else ""
+        said = " \n ".join(text_of(m.get("content")) for m in messages if m.get("role") == "user")
+        results = " \n ".join(text_of(m.get("content")) for m in messages if m.get("role") == "tool")
+        system = " ".join(text_of(m.get("content")) for m in messages if m.get("role") in ("system", "developer"))
         opening = " ".join(sentence for sentence in re.split(r"(?<=[.!?])\s+|\n+", system) if _OPENING.search(sentence))
         return cls(user, messages[last_user + 1 :], said, results, _successes(messages), opening)
 
@@ -119,12 +120,12 @@ class Turn:
             for call in message.get("tool_calls") or ():
                 names[call.get("id", "")] = (call.get("function") or {}).get("name", "")
             if message.get("role") == "tool":
-                result = _text(message.get("content"))
+                result = text_of(message.get("content"))
                 found.append((names.get(message.get("tool_call_id", ""), ""), not _looks_failed(result), result))
         return found
 
     def tool_results(self) -> str:
-        return " ".join(_text(m.get("content")) for m in self.since_user if m.get("role") == "tool")
+        return " ".join(text_of(m.get("content")) for m in self.since_user if m.get("role") == "tool")
 
 
 def _looks_failed(result: str) -> bool:
@@ -169,7 +170,7 @@ class SimulatedModel:
 
     def _rng(self, payload: dict[str, Any]) -> random.Random:
         """Seeded by the server's seed, the request's `seed` and what was said (not by call ids, which are unique)."""
-        said = [(m.get("role"), _text(m.get("content")),
+        said = [(m.get("role"), text_of(m.get("content")),
                  [(c.get("function") or {}).get("name") for c in m.get("tool_calls") or ()])
                 for m in payload.get("messages") or ()]
         digest = hashlib.blake2b(orjson.dumps([payload.get("seed"), said]), digest_size=8).hexdigest()
@@ -262,7 +263,7 @@ def _successes(messages: list[dict[str, Any]]) -> list[str]:
     for message in messages:
         for call in message.get("tool_calls") or ():
             names[call.get("id", "")] = (call.get("function") or {}).get("name", "")
-        if message.get("role") == "tool" and not _looks_failed(_text(message.get("content"))):
+        if message.get("role") == "tool" and not _looks_failed(text_of(message.get("content"))):
             done.append(names.get(message.get("tool_call_id", ""), ""))
     return done
 
