@@ -47,10 +47,6 @@ class Environment:
     def complete(self) -> bool:
         return all(self.done)
 
-    @property
-    def remaining(self) -> int:
-        return self.done.count(False)
-
     def execute(self, name: str, raw_arguments: str | None) -> tuple[bool, str]:
         """(succeeded, the tool message content)."""
         try:

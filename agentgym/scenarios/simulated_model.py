@@ -206,12 +206,12 @@ class SimulatedModel:
         planned = _next_in_plan(outcomes, by_name)
         if planned is not None:
             return self._calls([planned], turn, rng), "tool_calls"
-        opening = _opening_tools(ToolIndex(tools), turn.opening_rule) if turn.opening_rule else set()
+        index = ToolIndex(tools)
+        opening = _opening_tools(index, turn.opening_rule) if turn.opening_rule else set()
         if choice != "required" and self._done(outcomes, opened=_only_opening_done(turn, opening)):
             return self._say(turn), "stop"
         tried = {name for name, _, _ in outcomes}  # a model does not repeat a call it just made
         candidates = [i for i in range(len(tools)) if tools[i]["name"] not in tried] or list(range(len(tools)))
-        index = ToolIndex(tools)
         scores = index.scores(turn.user + " " + turn.tool_results())
         if not turn.successes_in_conversation and opening:  # the policy says what to do at the start: do it
             scores = [s + self.knobs.policy_weight * (t["name"] in opening) for s, t in zip(scores, tools, strict=True)]
@@ -445,12 +445,12 @@ def _assign_shaped(claims: dict[str, list[tuple[tuple[bool, float, bool, int], s
         won.setdefault(name, []).append((rank, candidate))
     wanted_shaped = {name for options in claims.values() for _, name, _ in options}
     for name in wanted_shaped:
-        mine = won.get(name) or [(rank, c) for options in claims.values() for rank, n, c in options if n == name]
-        if (properties.get(name) or {}).get("type") == "array":
-            mine = won.get(name, [])
-            said = [c for _, c in mine if c.from_user] or [c for _, c in mine]
+        if (properties.get(name) or {}).get("type") == "array":  # every value it won, the user's first
+            mine = [c for _, c in won.get(name, [])]
+            said = [c for c in mine if c.from_user] or mine
             arguments[name] = list(dict.fromkeys(c.value for c in sorted(said, key=lambda c: c.start)))
-        else:
+        else:  # its best value; if a closer parameter won every one, its best claim all the same
+            mine = won.get(name) or [(rank, c) for options in claims.values() for rank, n, c in options if n == name]
             arguments[name] = max(mine, key=lambda pair: pair[0])[1].value
 
 
