@@ -184,6 +184,8 @@ def scenarios_show(
     console.print(tools)
     for title, section in (("reward", scenario.reward), ("training", scenario.training), ("simulator", scenario.simulator)):
         console.print(f"[bold]{title}[/bold]: " + ", ".join(f"{k}={v}" for k, v in section.model_dump().items()))
+    if scenario.outcomes is not None:
+        console.print("[bold]proxy outcome rules[/bold]: " + scenario.outcomes.model_dump_json(exclude_defaults=True))
     console.print(f"[bold]metrics[/bold]: {', '.join(scenario.metrics)}")
     console.print(f"[bold]{len(scenario.tasks)} tasks[/bold], e.g.:")
     for task in scenario.tasks[:3]:

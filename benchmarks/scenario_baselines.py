@@ -30,7 +30,7 @@ def measure(name: str, episodes: int, seed: int, concurrency: int) -> dict:
     scenario = load_scenario(name)
     work = Path(tempfile.mkdtemp(prefix=f"baseline-{name}-"))
     model = local_stack.start_model(work, args=["--scenario", name, "--seed", str(seed)])
-    proxy = local_stack.start_proxy(f"{model.url}/v1", work / "store.duckdb", work)
+    proxy = local_stack.start_proxy(f"{model.url}/v1", work / "store.duckdb", work, env=scenario.proxy_env())
     try:
         started = time.monotonic()
         asyncio.run(run_episodes(proxy.url, scenario, episodes=episodes, seed=seed, concurrency=concurrency))

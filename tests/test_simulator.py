@@ -13,6 +13,7 @@ import pytest
 from agentgym.scenarios.agents import run_episode
 from agentgym.scenarios.environment import Environment
 from agentgym.scenarios.scenario import Step, Task, load_scenario
+from agentgym.scenarios import simulated_model
 from agentgym.scenarios.simulated_model import ModelKnobs, SimulatedModel, fill_arguments
 
 TASK = Task(
@@ -53,6 +54,70 @@ def test_arguments_are_read_from_the_conversation():
     assert fill_arguments(schema, said, latest=said) == {
         "order_id": "#W6067464", "item_ids": ["9624127908"], "new_item_ids": ["8917609800"],
         "payment_method_id": "paypal_3738584"}
+
+
+def test_optional_arguments_are_given_when_the_conversation_names_them():
+    schema = {"type": "object", "required": ["repo"],
+              "properties": {"repo": {"type": "string", "description": "Repository, such as 'acme/payments'."},
+                             "state": {"type": "string", "enum": ["open", "closed", "merged"]},
+                             "merge_method": {"type": "string", "enum": ["merge", "squash", "rebase"]},
+                             "labels": {"type": "array", "items": {"type": "string", "enum": ["bug", "hotfix"]}},
+                             "author": {"type": "string", "description": "Login, such as 'j-okafor'."},
+                             "days": {"type": "integer", "description": "How far back."}}}
+    said = "Squash and merge the open one from acme/billing by m-chen, labelled hotfix, from the last 14 days."
+    assert fill_arguments(schema, said, latest=said, tool_name="merge_pull_request") == {
+        "repo": "acme/billing", "state": "open", "merge_method": "squash", "labels": ["hotfix"], "author": "m-chen",
+        "days": 14}
+    assert fill_arguments(schema, "Look at acme/billing.", latest="Look at acme/billing.") == {"repo": "acme/billing"}
+
+
+def test_values_go_to_parameters_in_the_order_said():
+    dates = {"type": "object", "required": ["start_date", "end_date"],
+             "properties": {"start_date": {"type": "string", "description": "First day, such as '2024-07-01'."},
+                            "end_date": {"type": "string", "description": "Last day, such as '2024-07-12'."}}}
+    said = "I'm away from 2024-08-05 to 2024-08-16."
+    assert fill_arguments(dates, said, latest=said) == {"start_date": "2024-08-05", "end_date": "2024-08-16"}
+    numbers = {"type": "object", "required": ["a", "b", "c"],
+               "properties": {k: {"type": "integer", "description": "Coefficient"} for k in "abc"}}
+    said = "Solve the quadratic with coefficients 2, 3 and -4."
+    assert fill_arguments(numbers, said, latest=said) == {"a": 2, "b": 3, "c": -4}
+    names = {"type": "object", "required": ["companies"],
+             "properties": {"companies": {"type": "array", "items": {"type": "string"}}}}
+    assert fill_arguments(names, "Prices of Apple and Microsoft?", latest="Prices of Apple and Microsoft?") == {
+        "companies": ["Apple", "Microsoft"]}
+
+
+def test_model_reads_questions_synonyms_and_missing_arguments(monkeypatch):
+    scenario = load_scenario("code_review")
+    model = SimulatedModel(ModelKnobs(temperature=1e-6), seed=0)
+    ask = lambda text: _first_call(model, scenario.tools, [{"role": "user", "content": text}])["tool_calls"][0]
+    question, synonym = "Did CI pass for PR-4848 (acme/billing)?", "Shut PR-6499 in acme/gateway, it was opened wrongly."
+    assert ask(question)["function"]["name"] == "get_check_runs"  # a question: a tool that reads
+    assert ask(synonym)["function"]["name"] == "close_pull_request"  # "shut" is close
+    monkeypatch.setattr(simulated_model, "READ_BONUS", 0.0)
+    monkeypatch.setattr(simulated_model, "SYNONYMS", {})
+    assert ask(question)["function"]["name"] == "rerun_check_run"  # word overlap alone gets both wrong
+    assert ask(synonym)["function"]["name"] != "close_pull_request"
+    monkeypatch.undo()
+    # told an argument is missing, it calls again with it (once), rather than giving up
+    call = {"id": "c1", "type": "function", "function": {"name": "create_issue", "arguments": "{}"}}
+    messages = [{"role": "user", "content": "Open an issue in acme/identity about the flaky login test, label it bug."},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c1", "content": '{"error": "missing required argument \'labels\'"}'}]
+    retry = _first_call(model, scenario.tools, messages)["tool_calls"][0]["function"]
+    assert retry["name"] == "create_issue" and orjson.loads(retry["arguments"])["labels"] == ["bug"]
+
+
+def test_environment_takes_same_tool_steps_in_any_order():
+    task = Task(id="t", user="look up ABC123 and XYZ789", steps=[
+        Step(tool="get_reservation", arguments={"id": "ABC123"}), Step(tool="get_reservation", arguments={"id": "XYZ789"}),
+        Step(tool="cancel", arguments={"id": "XYZ789"})])
+    env = Environment(task)
+    assert not env.execute("cancel", '{"id": "XYZ789"}')[0]  # a prerequisite first
+    assert env.still_needed() == "get reservation"
+    assert env.execute("get_reservation", '{"id": "XYZ789"}')[0]
+    assert env.execute("get_reservation", '{"id": "ABC123"}')[0]
+    assert env.execute("cancel", '{"id": "XYZ789"}')[0] and env.complete
 
 
 def _first_call(model: SimulatedModel, tools: list[dict], messages: list[dict], **extra) -> dict:

@@ -4,7 +4,7 @@ Each episode is what a production agent does: send the conversation with the sce
 run the tool calls the model makes against the environment, send the results back, until
 the model answers in text. The simulated user knows their goal (as a real user does): when
 the agent answers while the request is unfinished, they make their next request or, once,
-repeat the last one. At the end the agent reports the outcome through `POST /v1/feedback`.
+say in plain words what they still need and repeat the last one. At the end the agent reports the outcome through `POST /v1/feedback`.
 
 `run_episode` is the loop itself, over any way of calling the model: through the proxy with
 the SDK (`through_proxy`), or straight to `SimulatedModel` for calibrating its knobs.
@@ -25,7 +25,7 @@ from agentgym.scenarios.environment import Environment
 from agentgym.scenarios.scenario import Scenario, Task
 
 MODEL = "agentgym-sim"
-NUDGE = "That isn't done yet. Again: {request}"
+NUDGE = "That isn't done yet. What I still need: {need}. Again: {request}"
 
 
 @dataclass
@@ -50,7 +50,7 @@ async def run_episode(complete: Complete, scenario: Scenario, task: Task, *, max
                                       {"role": "user", "content": task.user}]
     follow_ups = list(task.follow_ups)
     request = task.user
-    nudged = False
+    nudged_at = -1
     result = EpisodeResult(None, task.id, False, 0, 0, 0, 0)
     for _ in range(max_requests):
         message, episode_id, prompt_tokens = await complete(messages)
@@ -70,9 +70,9 @@ async def run_episode(complete: Complete, scenario: Scenario, task: Task, *, max
         if follow_ups:
             request = follow_ups.pop(0)
             messages.append({"role": "user", "content": request})
-        elif not nudged:
-            nudged = True
-            messages.append({"role": "user", "content": NUDGE.format(request=request)})
+        elif nudged_at != sum(env.done):  # once per step of progress, as a patient user would
+            nudged_at = sum(env.done)
+            messages.append({"role": "user", "content": NUDGE.format(need=env.still_needed(), request=request)})
         else:
             break
     while messages[-1 - result.unreported].get("role") == "tool":

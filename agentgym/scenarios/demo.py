@@ -89,7 +89,7 @@ def run_demo(*, scenario: Scenario, episodes: int, seed: int, db: Path, port: in
     proxy = None
     try:
         proxy = local_stack.start_proxy(f"{model.url}/v1", db, logs, port=port or None,
-                                        env={"AGENTGYM_PRICING": json.dumps(DEMO_PRICE)})
+                                        env={"AGENTGYM_PRICING": json.dumps(DEMO_PRICE), **scenario.proxy_env()})
         console.print(f"proxy [bold]{proxy.url}/v1[/bold] -> simulated model {model.url}/v1; store {db}; logs {logs}")
         _drive(scenario, proxy.url, db, episodes=episodes, seed=seed, concurrency=concurrency, console=console)
         if not proxy.stop():

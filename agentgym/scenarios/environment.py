@@ -9,6 +9,7 @@ meet in production, and the only outcome signal the proxy sees is the tool messa
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import orjson
@@ -47,6 +48,15 @@ class Environment:
     def complete(self) -> bool:
         return all(self.done)
 
+    def still_needed(self) -> str:
+        """What the user still wants done, in plain words (the pending action as the backend's docs
+        word it): what a user who knows their goal says when the agent stops short."""
+        pending = next((step for step, done in zip(self.task.steps, self.done, strict=True) if not done), None)
+        if pending is None:
+            return "nothing more"
+        what = self.descriptions.get(pending.tool, "").split(".")[0].strip()
+        return (what[:1].lower() + what[1:]) if what else pending.tool.replace("_", " ")
+
     def execute(self, name: str, raw_arguments: str | None) -> tuple[bool, str]:
         """(succeeded, the tool message content)."""
         try:
@@ -57,7 +67,10 @@ class Environment:
             return False, _error(f"arguments for {name} must be an object")
         pending = [i for i, done in enumerate(self.done) if not done]
         if pending and self.task.steps[pending[0]].tool == name:
-            return self._run(pending[0], arguments)
+            # the next calls of this tool may come in any order (look up these three reservations)
+            run = list(itertools.takewhile(lambda i: self.task.steps[i].tool == name, pending))
+            right = next((i for i in run if _matches(self.task.steps[i], arguments) is None), pending[0])
+            return self._run(right, arguments)
         later = next((i for i in pending[1:] if self.task.steps[i].tool == name), None)
         if later is not None:
             needed = self.task.steps[pending[0]].tool

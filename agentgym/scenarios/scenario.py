@@ -23,6 +23,7 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agentgym.config import OutcomeRules
 from agentgym.scenarios.simulated_model import ModelKnobs
 
 LIBRARY = Path(__file__).parent / "library"
@@ -98,6 +99,9 @@ class Scenario(Strict):
                           "cost_per_successful_episode"]
     training: TrainingDefaults = TrainingDefaults()
     simulator: ModelKnobs = Field(ModelKnobs(), description="how good the simulated model is on this scenario")
+    outcomes: OutcomeRules | None = Field(
+        None, description="how this deployment's tools report failure, where the proxy's default rules would misread "
+        "them (a test run's own status: failed); the proxy's `outcomes:` configuration for it")
 
     @model_validator(mode="after")
     def _tasks_use_offered_tools(self) -> Scenario:
@@ -111,6 +115,10 @@ class Scenario(Strict):
         if not self.tasks:
             raise ValueError("a scenario needs at least one task")
         return self
+
+    def proxy_env(self) -> dict[str, str]:
+        """Environment for an `agentgym serve` in front of this deployment: its outcome rules, if it has its own."""
+        return {"AGENTGYM_OUTCOMES": self.outcomes.model_dump_json()} if self.outcomes else {}
 
     @property
     def tool_names(self) -> list[str]:

@@ -5,21 +5,27 @@ sees the scenario's gold steps or the planner. Its behaviour:
 
 - Tool choice: each offered tool is scored by lexical similarity (TF-IDF over the offered
   tools) between the current request (the latest user message, and the tool results since)
-  and the tool's name, description and parameter names; a tool is sampled from those scores
-  with Gumbel noise. The noise's temperature grows with the number of offered tools
-  (`crowding`), and near-duplicate tools score alike, so more and more similar tools mean
-  more wrong choices, as measured for real models (RAG-MCP, arXiv 2505.03275; MetaTool,
-  arXiv 2310.03128). A tool already called since the user last spoke is not called again.
+  and the tool's name, description and parameter names, with what a language model knows on
+  top: common verbs and their tool-name words (`SYNONYMS`: "shut" is close, "tag" is label),
+  questions favour tools that read (`READ_BONUS`), and a tool whose required identifier
+  ('msg-12345') is nowhere in the conversation yet is put off (`UNREADY_PENALTY`). A tool is
+  sampled from those scores with Gumbel noise. The noise's temperature grows with the number
+  of offered tools (`crowding`), and near-duplicate tools score alike, so more and more
+  similar tools mean more wrong choices, as measured for real models (RAG-MCP, arXiv
+  2505.03275; MetaTool, arXiv 2310.03128). It does not call again a tool it just called, nor
+  one that answered that the request is not for it.
 - It obeys `tool_choice`: a named function, "none", "required".
 - Arguments come from the conversation: enum values named in it, values shaped like the
-  example a parameter's description gives ("such as '#W0000000'"), emails, names, numbers,
-  each matched to the parameter whose words stand nearest it; with probability
+  example a parameter's description gives ("such as '#W0000000'"), emails, numbers, names and
+  listed values, each matched to the parameter whose words stand nearest it. Optional
+  parameters are given when the conversation names a value for them. With probability
   `argument_error_rate` one value is garbled.
 - It follows the system prompt's opening rule ("at the beginning, authenticate the user") on
   its first call, with weight `policy_weight`.
 - It reads errors: when one names a tool that must come first, it calls that tool and then
-  retries the call that was refused. Otherwise it answers in text after a success, and gives
-  up after `give_up_after_errors` consecutive errors.
+  retries the call that was refused; when one says an argument is missing, it adds it, once.
+  Otherwise it answers in text after a success, and gives up after `give_up_after_errors`
+  consecutive errors.
 - Prompt tokens grow with the schemas offered (~4 bytes a token, as tokenizers give for JSON).
 
 Deterministic: the same seed and request give the same answer.
@@ -59,22 +65,22 @@ class ModelKnobs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    temperature: float = Field(0.08, description="noise on tool-choice scores; higher means more wrong tools")
+    temperature: float = Field(0.01, description="noise on tool-choice scores; higher means more wrong tools")
     crowding: float = Field(0.04, description="extra temperature per offered tool beyond the first")
-    argument_error_rate: float = Field(0.03, description="chance that one argument value is garbled")
-    give_up_after_errors: int = Field(3, description="consecutive tool errors before the model answers in text")
+    argument_error_rate: float = Field(0.02, description="chance that one argument value is garbled")
+    give_up_after_errors: int = Field(1, description="consecutive tool errors before the model answers in text")
     policy_weight: float = Field(
         1.0, description="how strongly the first call follows what the system prompt says to do at the start"
     )
 
 
-def words(text: str) -> list[str]:
+def words(text: str, *, stopwords: frozenset[str] = STOPWORDS) -> list[str]:
     """Lower-case word stems, snake_case and camelCase split, stop words dropped."""
     spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", text)
     out = []
     for token in _WORD.findall(spaced):
         token = token.lower()
-        if token in STOPWORDS or len(token) < 2:
+        if token in stopwords or len(token) < 2:
             continue
         for suffix in ("ing", "ed", "es", "s"):
             if len(token) > len(suffix) + 3 and token.endswith(suffix):
@@ -100,6 +106,7 @@ class Turn:
     said: str  # everything the user said
     results: str  # everything tools returned
     successes_in_conversation: list[str]  # tools that succeeded so far, all turns
+    refused: set[str]  # tools that answered that they cannot serve this request, all turns
     opening_rule: str  # what the system prompt says to do first, if anything
 
     @classmethod
@@ -110,7 +117,8 @@ class Turn:
         results = " \n ".join(text_of(m.get("content")) for m in messages if m.get("role") == "tool")
         system = " ".join(text_of(m.get("content")) for m in messages if m.get("role") in ("system", "developer"))
         opening = " ".join(sentence for sentence in re.split(r"(?<=[.!?])\s+|\n+", system) if _OPENING.search(sentence))
-        return cls(user, messages[last_user + 1 :], said, results, _successes(messages), opening)
+        successes, refused = _outcomes_so_far(messages)
+        return cls(user, messages[last_user + 1 :], said, results, successes, refused, opening)
 
     def outcomes(self) -> list[tuple[str, bool, str]]:
         """(tool name, succeeded, result) for each tool call since the user spoke, in order."""
@@ -133,6 +141,41 @@ def _looks_failed(result: str) -> bool:
     return head.startswith(("error", '{"error"')) or '"error":' in head
 
 
+# What a language model knows that word overlap does not: common verbs of software, mail and
+# commerce requests and the words tool names use for them. General English, not any task's answer.
+SYNONYMS = {
+    "shut": "close", "abandon": "close", "kill": "close cancel", "tag": "label add", "untag": "label remove",
+    "drop": "remove", "strip": "remove", "delete": "remove", "take": "remove", "unset": "remove",
+    "kick": "run start", "start": "run", "trigger": "run", "launch": "run", "execute": "run", "fire": "run",
+    "retry": "rerun", "restart": "rerun", "again": "rerun", "squash": "merge", "rebase": "merge", "land": "merge",
+    "file": "create", "raise": "create", "log": "create", "new": "create", "add": "create", "make": "create",
+    "book": "create reserve", "schedule": "create schedule", "set": "create update",
+    "note": "comment", "remark": "comment", "say": "comment message", "tell": "message send",
+    "show": "get", "print": "get", "display": "get", "view": "get", "see": "get", "open": "get", "pull": "get",
+    "read": "get", "fetch": "get", "details": "get", "status": "get", "who": "get", "what": "get", "look": "get find",
+    "locate": "search find", "which": "list find", "any": "list search", "all": "list",
+    "lint": "linter run", "typecheck": "linter run", "mypy": "linter", "ruff": "linter", "eslint": "linter",
+    "change": "update modify diff", "changes": "diff", "rename": "update", "move": "update", "edit": "update modify",
+    "lgtm": "approve", "sign": "approve", "ok": "approve", "review": "review reviewer",
+    "mail": "email send", "write": "send create", "forward": "forward send", "answer": "reply", "respond": "reply",
+    "meeting": "event calendar", "meet": "event calendar", "call": "event calendar", "slot": "free time",
+    "red": "fail", "broken": "fail", "failing": "fail", "green": "pass", "passing": "pass",
+    "money": "refund payment", "pay": "payment", "swap": "exchange", "send": "send",
+}
+# A tool whose name starts with one of these reads; the others act. Questions call for reading.
+READ_VERBS = frozenset("get list search find fetch read show describe lookup query check compare count calculate "
+                       "view download".split())
+_QUESTION = re.compile(r"(?:^|[.!]\s+)(?:who|what|what's|which|is|are|was|were|did|does|do|has|have|how|when|where|why)\b"
+                       r"[^.!?]*\?", re.IGNORECASE)
+READ_BONUS = 0.15  # how much a question favours tools that read
+UNREADY_PENALTY = 0.2  # how much a tool is disfavoured while an identifier it requires is nowhere in the conversation
+NAME_WEIGHT, PARAMETER_WEIGHT = 3.0, 0.5  # a word in a tool's name, in a parameter's name, against one in its description
+
+
+def _expand(query: list[str]) -> list[str]:
+    return query + [w for word in query for w in words(SYNONYMS.get(word, ""))]
+
+
 class ToolIndex:
     """TF-IDF vectors of the offered tools; IDF over the offered set, as a reader weighs what tells tools apart."""
 
@@ -142,12 +185,12 @@ class ToolIndex:
         for tool in tools:
             weights: Counter[str] = Counter()
             for word in words(tool.get("name", "")):
-                weights[word] += 3.0
+                weights[word] += NAME_WEIGHT
             for word in words(tool.get("description", "")):
                 weights[word] += 1.0
             for name in (tool.get("parameters") or {}).get("properties") or {}:
                 for word in words(name):
-                    weights[word] += 0.5
+                    weights[word] += PARAMETER_WEIGHT
             docs.append(weights)
         df = Counter(word for doc in docs for word in doc)
         n = len(docs)
@@ -156,11 +199,39 @@ class ToolIndex:
             vector = {w: tf * (1.0 + math.log((1 + n) / (1 + df[w]))) for w, tf in doc.items()}
             norm = math.sqrt(sum(v * v for v in vector.values())) or 1.0
             self.vectors.append({w: v / norm for w, v in vector.items()})
+        self.reads = [bool(words(t.get("name", ""))[:1]) and words(t["name"])[0] in READ_VERBS for t in tools]
 
     def scores(self, text: str) -> list[float]:
-        query = Counter(words(text))
+        query = Counter(_expand(words(text)))
         norm = math.sqrt(sum(c * c for c in query.values())) or 1.0
         return [sum(vector.get(w, 0.0) * c for w, c in query.items()) / norm for vector in self.vectors]
+
+    def understand(self, request: str, context: str, conversation: _Conversation | None = None) -> list[float]:
+        """Scores as a model reads a request: what it asks for in meaning (synonyms included);
+        whether it is a question, which calls for a tool that reads; and whether the conversation
+        holds the identifiers (values shaped like 'msg-12345') each tool requires: a model looks
+        an id up before it calls a tool that needs it."""
+        question = bool(_QUESTION.search(request))
+        out = []
+        for tool, score, reads in zip(self.tools, self.scores(request + " " + context), self.reads, strict=True):
+            unready = conversation is not None and any(
+                not conversation.candidates(pattern) for pattern in _identifier_patterns(tool))
+            out.append(score + READ_BONUS * (question and reads) - UNREADY_PENALTY * unready)
+        return out
+
+
+def _identifier_patterns(tool: dict[str, Any]) -> list[str]:
+    """Shapes of the identifiers a tool requires: required parameters whose example has a digit."""
+    schema = tool.get("parameters") or {}
+    properties = schema.get("properties") or {}
+    patterns = []
+    for name in schema.get("required") or ():
+        spec = properties.get(name) or {}
+        examples = [e for e in _examples(spec.get("description", "")) or _examples((spec.get("items") or {}).get(
+            "description", "")) if re.search(r"\d", e)]
+        if examples:
+            patterns.append("|".join(f"(?:{_shape_pattern(e)})" for e in examples))
+    return patterns
 
 
 class SimulatedModel:
@@ -206,13 +277,17 @@ class SimulatedModel:
         planned = _next_in_plan(outcomes, by_name)
         if planned is not None:
             return self._calls([planned], turn, rng), "tool_calls"
+        if (correction := _correction(outcomes, by_name)) is not None:
+            tool, missing = correction
+            return self._calls([tool], turn, rng, {missing}), "tool_calls"
         index = ToolIndex(tools)
         opening = _opening_tools(index, turn.opening_rule) if turn.opening_rule else set()
         if choice != "required" and self._done(outcomes, opened=_only_opening_done(turn, opening)):
             return self._say(turn), "stop"
-        tried = {name for name, _, _ in outcomes}  # a model does not repeat a call it just made
+        # a model does not repeat a call it just made, nor one that said the request is not for it
+        tried = {name for name, _, _ in outcomes} | turn.refused
         candidates = [i for i in range(len(tools)) if tools[i]["name"] not in tried] or list(range(len(tools)))
-        scores = index.scores(turn.user + " " + turn.tool_results())
+        scores = index.understand(turn.user, turn.tool_results(), _Conversation(turn.said, turn.results))
         if not turn.successes_in_conversation and opening:  # the policy says what to do at the start: do it
             scores = [s + self.knobs.policy_weight * (t["name"] in opening) for s, t in zip(scores, tools, strict=True)]
         temperature = self.knobs.temperature * (1 + self.knobs.crowding * (len(tools) - 1))
@@ -244,10 +319,12 @@ class SimulatedModel:
             text = f"I can help with that. {turn.user[:160]}"
         return {"role": "assistant", "content": text}
 
-    def _calls(self, chosen: list[dict[str, Any]], turn: Turn, rng: random.Random) -> dict[str, Any]:
+    def _calls(self, chosen: list[dict[str, Any]], turn: Turn, rng: random.Random,
+               missing: set[str] = frozenset()) -> dict[str, Any]:
         calls = []
         for tool in chosen:
-            arguments = fill_arguments(tool.get("parameters") or {}, turn.said, turn.results, turn.user)
+            arguments = fill_arguments(tool.get("parameters") or {}, turn.said, turn.results, turn.user, tool["name"],
+                                       missing)
             if arguments and rng.random() < self.knobs.argument_error_rate:
                 name = rng.choice(sorted(arguments))
                 arguments[name] = _garble(arguments[name], rng)
@@ -257,15 +334,20 @@ class SimulatedModel:
         return {"role": "assistant", "content": None, "tool_calls": calls}
 
 
-def _successes(messages: list[dict[str, Any]]) -> list[str]:
+def _outcomes_so_far(messages: list[dict[str, Any]]) -> tuple[list[str], set[str]]:
+    """The tools that succeeded, in order, and those that said the request is not theirs."""
     names: dict[str, str] = {}
-    done = []
+    done, refused = [], set()
     for message in messages:
         for call in message.get("tool_calls") or ():
             names[call.get("id", "")] = (call.get("function") or {}).get("name", "")
-        if message.get("role") == "tool" and not _looks_failed(text_of(message.get("content"))):
-            done.append(names.get(message.get("tool_call_id", ""), ""))
-    return done
+        if message.get("role") == "tool":
+            result, name = text_of(message.get("content")), names.get(message.get("tool_call_id", ""), "")
+            if not _looks_failed(result):
+                done.append(name)
+            elif "not one it can serve" in result or "cannot serve" in result:
+                refused.add(name)
+    return done, refused
 
 
 def _opening_tools(index: ToolIndex, rule: str) -> set[str]:
@@ -296,6 +378,25 @@ def _next_in_plan(outcomes: list[tuple[str, bool, str]], tools: dict[str, dict[s
     return None
 
 
+_MISSING = re.compile(r"^missing required argument '(\w+)'$")
+
+
+def _correction(outcomes: list[tuple[str, bool, str]], tools: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], str] | None:
+    """What a "missing required argument 'date'" error tells the model: the same call with that
+    argument added, once. (A value "not found" it does not retry: it has no better one.)"""
+    if not outcomes or outcomes[-1][1] or outcomes[-1][0] not in tools:
+        return None
+    failed, _, error = outcomes[-1]
+    if len(outcomes) >= 2 and outcomes[-2][0] == failed and not outcomes[-2][1]:
+        return None  # corrected once already
+    try:
+        message = str(orjson.loads(error).get("error", ""))
+    except (orjson.JSONDecodeError, AttributeError):
+        message = error
+    match = _MISSING.match(message)
+    return (tools[failed], match.group(1)) if match else None
+
+
 def _named(tools: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
     """Tools the user names by their identifier (multi-word ones only, so 'think' in prose is no instruction)."""
     found = []
@@ -324,14 +425,16 @@ def _garble(value: Any, rng: random.Random) -> Any:
 
 def _shape_pattern(example: str) -> str:
     """A regex for values shaped like `example`: digits and letter runs generalised, punctuation kept."""
+    if re.fullmatch(r"(?=.*\d)(?=.*[A-Z])[A-Z\d]{5,}", example):  # a code such as 'ZFA04Y': any of that length
+        return rf"[A-Z\d]{{{len(example)}}}"
     parts = []
     for run in re.findall(r"\d+|[a-z]+(?:_[a-z]+)*|[A-Z]+|[^A-Za-z\d]", example):
         if run.isdigit():
             parts.append(rf"\d{{{len(run)}}}" if len(run) >= 5 else r"\d+")
         elif run.isalpha() and run.isupper():
             parts.append(re.escape(run) if len(run) <= 2 else rf"[A-Z]{{{len(run)}}}")
-        elif run[0].islower():  # a word chain such as gift_card: any chain of that kind
-            parts.append(r"[a-z]+(?:_[a-z]+)*")
+        elif run[0].islower():  # a word chain such as gift_card or ravi.kapoor: any chain of that kind
+            parts.append(r"[a-z]+(?:[._][a-z]+)*")
         else:
             parts.append(re.escape(run))
     return "".join(parts)
@@ -352,6 +455,7 @@ class _Candidate:
     from_user: bool  # said by the user, rather than read from a tool's result
     latest: bool  # said in the user's latest message
     before: list[str]  # the words just before it: what it was called
+    after: list[str]  # the words just after it ("14 days", "the release/2.14 branch")
     replacement: bool  # introduced as the new one ("... for item 1323134954", "change it to ...")
 
 
@@ -365,69 +469,98 @@ class _Conversation:
 
     def candidates(self, pattern: str) -> list[_Candidate]:
         found = []
-        for match in re.finditer(rf"(?<![\w#]){pattern}(?![\w])", self.text):
+        # whole tokens only: not 'feature/plan' out of 'feature/plan-proration'
+        for match in re.finditer(rf"(?<![\w#@])(?<!\w[./-]){pattern}(?![\w]|[./-]\w)", self.text):
             preceding = self.text[max(0, match.start() - 40) : match.start()]
+            following = re.split(r"[,;:.!?(]", self.text[match.end() : match.end() + 30], maxsplit=1)[0]
             replacement = bool(_REPLACEMENT.search(preceding[-18:]))
             found.append(_Candidate(match.group(0), match.start(), match.start() < self.boundary,
-                                    self.latest_from <= match.start() < self.boundary, words(preceding)[-4:],
-                                    replacement))
+                                    self.latest_from <= match.start() < self.boundary,
+                                    words(preceding, stopwords=frozenset())[-4:],
+                                    words(following, stopwords=frozenset())[:2], replacement))
         return found
 
 
 def _closeness(name: str, spec: dict[str, Any], candidate: _Candidate) -> float:
-    label = set(words(name)) | set(words(spec.get("description", ""))[:6])
-    near = sum(1.0 / (1 + distance) for distance, word in enumerate(reversed(candidate.before)) if word in label)
+    label = set(words(name, stopwords=frozenset())) | set(words(spec.get("description", ""))[:6])
+
+    def named(word: str) -> bool:  # the same word, or one of its family ("review", "reviewers")
+        return word in label or (len(word) >= 5 and any(w[:5] == word[:5] for w in label if len(w) >= 5))
+
+    near = sum(1.0 / (1 + distance) for distance, word in enumerate(reversed(candidate.before)) if named(word))
+    near += sum(0.5 / (1 + distance) for distance, word in enumerate(candidate.after) if named(word))
     if candidate.replacement:  # "X for Y": Y belongs to the new_* parameter, X to the other
         near += 1.0 if "new" in label else -0.5
     return near
 
 
 def _rank(name: str, spec: dict[str, Any], candidate: _Candidate) -> tuple[bool, float, bool, int]:
-    """What the user just said first; then nearest words; then the user over tool results; then the latest."""
-    return (candidate.latest, _closeness(name, spec, candidate), candidate.from_user, candidate.start)
+    """What the user just said first; then nearest words; then the user over tool results; then the first said."""
+    return (candidate.latest, _closeness(name, spec, candidate), candidate.from_user, -candidate.start)
 
 
-def fill_arguments(schema: dict[str, Any], said: str, results: str = "", latest: str = "") -> dict[str, Any]:
-    """Values for the schema's required parameters (or its first one), read from the conversation."""
+def fill_arguments(schema: dict[str, Any], said: str, results: str = "", latest: str = "",
+                   tool_name: str = "", missing: set[str] = frozenset()) -> dict[str, Any]:
+    """Values for the schema's parameters, read from the conversation.
+
+    Required parameters are always filled (with a guess when nothing fits, as models do);
+    optional ones only when the conversation names a value for them, as a model adds
+    `state: "open"` when the user asked for open pull requests. `missing` are parameters an
+    error said were missing: filled as if required.
+    """
     conversation = _Conversation(said, results, latest)
     properties: dict[str, dict[str, Any]] = schema.get("properties") or {}
-    wanted = list(schema.get("required") or list(properties)[:1])
+    required = set(schema.get("required") or list(properties)[:1]) | set(missing)
+
     given = {k: v.strip("\"'") for k, v in _KEY_VALUE.findall(conversation.text)}
     arguments: dict[str, Any] = {}
     claims: dict[str, list[tuple[tuple[bool, float, bool, int], str, _Candidate]]] = {}
-    numbers = iter(sorted(conversation.candidates(_NUMBER.pattern), key=lambda c: (not c.from_user, c.start)))
+    number_candidates = conversation.candidates(_NUMBER.pattern)
     name_match = _NAME.search(said) or _NAME.search(results)
-    for name in wanted:
-        spec = properties.get(name) or {}
+    entities = iter(_entities(latest or said))
+    number_lists = iter(_number_lists(latest or said))
+    for name, spec in properties.items():
         kind = spec.get("type", "string")
-        examples = _examples(spec.get("description", "")) or _examples((spec.get("items") or {}).get("description", ""))
+        items = spec.get("items") or {}
+        examples = _examples(spec.get("description", "")) or _examples(items.get("description", ""))
+        options = spec.get("enum") or items.get("enum")
         if name in given:
             arguments[name] = _typed(given[name], kind)
-        elif spec.get("enum"):
-            arguments[name] = _enum_choice(spec["enum"], said, results)
+        elif options:
+            named = _enum_named(options, said, results, set(words(tool_name)))
+            if named or name in required:
+                value = named[0] if named else _enum_guess(options, said)
+                arguments[name] = (named or [value]) if kind == "array" else value
         elif "email" in name:
             emails = _EMAIL.findall(said) or _EMAIL.findall(results)
-            arguments[name] = emails[-1] if emails else "unknown@example.com"
+            if emails or name in required:
+                arguments[name] = (emails if kind == "array" else emails[-1]) if emails else "unknown@example.com"
         elif name_match and name in ("first_name", "last_name", "firstname", "lastname"):
             arguments[name] = name_match.group(1 if name.startswith("first") else 2)
         elif examples:
             pattern = "|".join(f"(?:{_shape_pattern(e)})" for e in examples)
             for candidate in conversation.candidates(f"(?:{pattern})"):
-                claims.setdefault(f"{candidate.value}@{candidate.start}", []).append(
-                    (_rank(name, spec, candidate), name, candidate))
-        elif kind in ("integer", "number"):
-            candidate = next(numbers, None)
-            arguments[name] = _typed(candidate.value, kind) if candidate else 1
-        elif kind == "boolean":
-            arguments[name] = True
-        elif kind == "array":
-            arguments[name] = []
+                claims.setdefault(candidate.value, []).append((_rank(name, spec, candidate), name, candidate))
+        elif kind in ("integer", "number"):  # numbers go out like shaped values: by the words around them
+            for candidate in number_candidates:
+                claims.setdefault(candidate.value, []).append((_rank(name, spec, candidate), name, candidate))
+            if name in required and not number_candidates:
+                arguments[name] = 1
+        elif kind == "boolean":  # "standardize the predictors", "assume equal variance"
+            if name in required or set(words(name)) <= set(words(latest or said)):
+                arguments[name] = True
+        elif name not in required:
+            continue
+        elif kind == "array" and items.get("type") in ("integer", "number"):
+            arguments[name] = [_typed(v, items["type"]) for v in next(number_lists, [])]
+        elif kind == "array":  # names said, for a list of strings; nothing it can read, for others
+            arguments[name] = list(entities) if items.get("type", "string") == "string" else []
         elif kind == "object":
             arguments[name] = {}
         else:
-            arguments[name] = said.strip().splitlines()[-1][:120] if said.strip() else ""
-    _assign_shaped(claims, properties, arguments)
-    for name in wanted:  # nothing in the conversation fits: like real models, fall back on the example
+            arguments[name] = next(entities, None) or _free_text(said, latest)
+    _assign_shaped(claims, properties, required, arguments)
+    for name in required:  # nothing in the conversation fits: like real models, fall back on the example
         if name not in arguments:
             spec = properties.get(name) or {}
             examples = _examples(spec.get("description", "")) or _examples((spec.get("items") or {}).get("description", ""))
@@ -437,30 +570,82 @@ def fill_arguments(schema: dict[str, Any], said: str, results: str = "", latest:
 
 
 def _assign_shaped(claims: dict[str, list[tuple[tuple[bool, float, bool, int], str, _Candidate]]],
-                   properties: dict[str, dict[str, Any]], arguments: dict[str, Any]) -> None:
-    """Each shaped value goes to the parameter whose words stand nearest it; each parameter takes its best."""
+                   properties: dict[str, dict[str, Any]], required: set[str], arguments: dict[str, Any]) -> None:
+    """Each shaped value goes to the parameter whose words stand nearest it; each parameter takes its best.
+
+    A required parameter that no value went to takes its best claim all the same; an optional one
+    takes only a value it won by the words around it, or one just said that only it could take.
+    """
     won: dict[str, list[tuple[tuple[bool, float, bool, int], _Candidate]]] = {}
-    for options in claims.values():
-        rank, name, candidate = max(options, key=lambda o: (o[0][1], -list(properties).index(o[1])))
-        won.setdefault(name, []).append((rank, candidate))
-    wanted_shaped = {name for options in claims.values() for _, name, _ in options}
-    for name in wanted_shaped:
-        if (properties.get(name) or {}).get("type") == "array":  # every value it won, the user's first
-            mine = [c for _, c in won.get(name, [])]
-            said = [c for c in mine if c.from_user] or mine
+    for options in sorted(claims.values(), key=lambda options: min(o[2].start for o in options)):  # as said
+        # a parameter with no value yet first, unless it takes a list ("coefficients 2, 3 and -4": a, b, c);
+        # then the nearest words
+        rank, name, candidate = max(options, key=lambda o: (
+            o[1] in required or o[0][1] > 0, o[1] not in won or (properties.get(o[1]) or {}).get("type") == "array",
+            o[0][1], -list(properties).index(o[1])))
+        # an optional parameter takes a value named for it, or one just said that nothing else could take
+        if name in required or rank[1] > 0 or (candidate.latest and len({o[1] for o in options}) == 1):
+            won.setdefault(name, []).append((rank, candidate))
+    taken = {id(c) for pairs in won.values() for _, c in pairs}
+    for name in {name for options in claims.values() for _, name, _ in options}:
+        mine = won.get(name)
+        if not mine and name in required:  # its best claim, on a value no other parameter took if there is one
+            mine = [(rank, c) for options in claims.values() for rank, n, c in options if n == name]
+            mine = [pair for pair in mine if id(pair[1]) not in taken] or mine
+        if not mine:
+            continue
+        kind = (properties.get(name) or {}).get("type", "string")
+        if kind == "array":  # every value it won, the user's first
+            said = [c for _, c in mine if c.from_user] or [c for _, c in mine]
             arguments[name] = list(dict.fromkeys(c.value for c in sorted(said, key=lambda c: c.start)))
-        else:  # its best value; if a closer parameter won every one, its best claim all the same
-            mine = won.get(name) or [(rank, c) for options in claims.values() for rank, n, c in options if n == name]
-            arguments[name] = max(mine, key=lambda pair: pair[0])[1].value
+        else:
+            arguments[name] = _typed(max(mine, key=lambda pair: pair[0])[1].value, kind)
 
 
-def _enum_choice(options: list[Any], said: str, results: str) -> Any:
-    for text in (said.lower(), results.lower()):
-        for option in options:
-            if str(option).lower() in text:
-                return option
+def _enum_named(options: list[Any], said: str, results: str, tool_words: set[str]) -> list[Any]:
+    """The options the conversation names, the user's first; an option that is only the tool's
+    own verb ("merge" in "squash and merge") comes after a more specific one."""
+    for text in (said, results):
+        found = [(o in tool_words if isinstance(o, str) else False, m.start(), o) for o in options
+                 if (m := re.search(rf"(?<![\w-]){re.escape(str(o))}(?![\w-])", text, re.IGNORECASE))]
+        if found:
+            return [o for _, _, o in sorted(found, key=lambda f: (f[0], f[1]))]
+    return []
+
+
+def _enum_guess(options: list[Any], said: str) -> Any:
     context_words = set(words(said))
     return max(options, key=lambda o: len(set(words(str(o))) & context_words))
+
+
+_ENTITY = re.compile(r"\b(?:[A-Z][a-z]+|[A-Z]{2,})(?:\s+(?:[A-Z][a-z]+|[A-Z]{2,}))*\b")
+_NUMBER_LIST = re.compile(r"-?\d+(?:\.\d+)?(?:\s*,\s*(?:and\s+)?-?\d+(?:\.\d+)?){2,}")
+
+
+def _entities(text: str) -> list[str]:
+    """Names in what the user said ("Apple and Microsoft", "British Pounds"), not a sentence's first word."""
+    found = []
+    for match in _ENTITY.finditer(text):
+        value, start = match.group(0), match.start()
+        if start == 0 or re.search(r"[.!?:]\s*$", text[:start]):
+            value = value.partition(" ")[2] if not value.split()[0].isupper() else value
+        if value and value.lower() not in STOPWORDS:
+            found.append(value)
+    return found
+
+
+def _number_lists(text: str) -> list[list[str]]:
+    """Runs of numbers the user listed ("[22, 33, 42]", "85, 90, 88 and 92"), in order."""
+    return [re.findall(r"-?\d+(?:\.\d+)?", m.group(0)) for m in _NUMBER_LIST.finditer(text)]
+
+
+def _free_text(said: str, latest: str) -> str:
+    """A free-text value: what the user quoted, else their latest line."""
+    source = latest or said
+    quoted = re.findall(r"'([^']{3,})'|\"([^\"]{3,})\"", source)
+    if quoted:
+        return next(q for q in quoted[-1] if q)
+    return said.strip().splitlines()[-1][:120] if said.strip() else ""
 
 
 def _typed(value: str, kind: str) -> Any:
