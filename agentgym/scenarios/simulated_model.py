@@ -427,12 +427,16 @@ def _shape_pattern(example: str) -> str:
     """A regex for values shaped like `example`: digits and letter runs generalised, punctuation kept."""
     if re.fullmatch(r"(?=.*\d)(?=.*[A-Z])[A-Z\d]{5,}", example):  # a code such as 'ZFA04Y': any of that length
         return rf"[A-Z\d]{{{len(example)}}}"
+    if re.fullmatch(r"[A-Z]{2,3}", example):  # a code such as 'CA' or 'JFK'
+        return rf"[A-Z]{{{len(example)}}}"
     parts = []
-    for run in re.findall(r"\d+|[a-z]+(?:_[a-z]+)*|[A-Z]+|[^A-Za-z\d]", example):
+    for run in re.findall(r"\d+|[A-Z][a-z]+|[a-z]+(?:_[a-z]+)*|[A-Z]+|[^A-Za-z\d]", example):
         if run.isdigit():
             parts.append(rf"\d{{{len(run)}}}" if len(run) >= 5 else r"\d+")
-        elif run.isalpha() and run.isupper():
+        elif run.isalpha() and run.isupper():  # 'PR' in 'PR-1234', 'W' in '#W0000000': kept; longer runs: any
             parts.append(re.escape(run) if len(run) <= 2 else rf"[A-Z]{{{len(run)}}}")
+        elif run[0].isupper():  # a capitalised word: any ('Main St' is '953 Park Avenue' too)
+            parts.append(r"[A-Z][a-z]+")
         elif run[0].islower():  # a word chain such as gift_card or ravi.kapoor: any chain of that kind
             parts.append(r"[a-z]+(?:[._][a-z]+)*")
         else:
@@ -527,7 +531,7 @@ def fill_arguments(schema: dict[str, Any], said: str, results: str = "", latest:
         if name in given:
             arguments[name] = _typed(given[name], kind)
         elif options:
-            named = _enum_named(options, said, results, set(words(tool_name)))
+            named = _enum_named(options, (latest, said, results), set(words(tool_name)))
             if named or name in required:
                 value = named[0] if named else _enum_guess(options, said)
                 arguments[name] = (named or [value]) if kind == "array" else value
@@ -595,17 +599,19 @@ def _assign_shaped(claims: dict[str, list[tuple[tuple[bool, float, bool, int], s
         if not mine:
             continue
         kind = (properties.get(name) or {}).get("type", "string")
-        if kind == "array":  # every value it won, the user's first
-            said = [c for _, c in mine if c.from_user] or [c for _, c in mine]
+        if kind == "array":  # every value it won: from what the user just said if any, else all they said
+            said = ([c for _, c in mine if c.latest] or [c for _, c in mine if c.from_user]
+                    or [c for _, c in mine])
             arguments[name] = list(dict.fromkeys(c.value for c in sorted(said, key=lambda c: c.start)))
         else:
             arguments[name] = _typed(max(mine, key=lambda pair: pair[0])[1].value, kind)
 
 
-def _enum_named(options: list[Any], said: str, results: str, tool_words: set[str]) -> list[Any]:
-    """The options the conversation names, the user's first; an option that is only the tool's
-    own verb ("merge" in "squash and merge") comes after a more specific one."""
-    for text in (said, results):
+def _enum_named(options: list[Any], texts: tuple[str, ...], tool_words: set[str]) -> list[Any]:
+    """The options named in the first of `texts` that names any (what the user just said, then
+    all they said, then tool results); an option that is only the tool's own verb ("merge" in
+    "squash and merge") comes after a more specific one."""
+    for text in texts:
         found = [(o in tool_words if isinstance(o, str) else False, m.start(), o) for o in options
                  if (m := re.search(rf"(?<![\w-]){re.escape(str(o))}(?![\w-])", text, re.IGNORECASE))]
         if found:
