@@ -18,6 +18,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False, help="Learn which tools your agents should use.")
 scenarios_app = typer.Typer(no_args_is_help=True, help="The scenario library and its simulated model.")
 app.add_typer(scenarios_app, name="scenarios")
+policies_app = typer.Typer(no_args_is_help=True, help="The policy registry: versions, promotion, rollback.")
+app.add_typer(policies_app, name="policies")
 console = Console()
 err = Console(stderr=True)
 
@@ -28,6 +30,12 @@ DbOption = Annotated[Path | None, typer.Option("--db", help="the DuckDB store fi
 class ReportFormat(StrEnum):
     table = "table"
     json = "json"
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
 
 
 def _given(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -134,6 +142,103 @@ def demo(
 
     run_demo(scenario=_scenario(scenario), episodes=episodes, seed=seed, db=db, port=port, concurrency=concurrency,
              console=console)
+
+
+@app.command()
+def train(
+    config: ConfigOption = None,
+    db: DbOption = None,
+    once: Annotated[bool, typer.Option("--once", help="one round now, then exit")] = False,
+    device: Annotated[Device | None, typer.Option(help="where the engine trains (default: trainer.device)")] = None,
+) -> None:
+    """Training rounds on what the proxy recorded: one (--once), or on the trainer's schedule.
+
+    Works while `agentgym serve` holds the store: the round then runs inside that server."""
+    from agentgym.trainer.cli_rounds import RoundError, round_once, run_schedule
+
+    settings = _settings(config, store={"path": db}, trainer={"device": device.value if device else None})
+    try:
+        if once:
+            print(json.dumps(round_once(settings), indent=2, default=str))
+        else:
+            run_schedule(settings, lambda result: console.print_json(json.dumps(result, default=str)))
+    except RoundError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+
+
+def _registry(config: Path | None, db: Path | None):
+    from agentgym.trainer.registry import Registry, default_dir
+
+    settings = _settings(config, store={"path": db})
+    return Registry(settings.planner.policies_dir or default_dir(settings.store.path))
+
+
+@policies_app.command("list")
+def policies_list(
+    config: ConfigOption = None,
+    db: DbOption = None,
+    format: Annotated[ReportFormat, typer.Option("--format", help="table or json")] = ReportFormat.table,
+) -> None:
+    """Every version: status, parent, training and gate figures."""
+    from rich.table import Table
+
+    index = _registry(config, db).index()
+    if format is ReportFormat.json:
+        print(index.model_dump_json(indent=2))
+        return
+    table = Table(title=f"policies (live: {index.live or 'none'})")
+    for column in ("version", "status", "parent", "engine", "created", "decisions", "gate estimate", "gate ci95"):
+        table.add_column(column)
+    for v in index.versions.values():
+        table.add_row(v.version, v.status, v.parent or "-", v.engine,
+                      datetime.fromtimestamp(v.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                      str(v.training.get("decisions", "-")), str(v.gate.get("difference", "-")),
+                      str(v.gate.get("ci95", "-")))
+    console.print(table)
+
+
+@policies_app.command("show")
+def policies_show(version: str, config: ConfigOption = None, db: DbOption = None) -> None:
+    """One version's metadata, history included."""
+    found = _registry(config, db).index().versions.get(version)
+    if found is None:
+        err.print(f"[red]no policy version {version!r}[/red]")
+        raise typer.Exit(1)
+    print(found.model_dump_json(indent=2))
+
+
+@policies_app.command("promote")
+def policies_promote(
+    version: str,
+    config: ConfigOption = None,
+    db: DbOption = None,
+    reason: Annotated[str, typer.Option(help="recorded with the change")] = "manual promotion",
+) -> None:
+    """Make VERSION live now (a manual override); a running proxy serves it within seconds."""
+    from agentgym.trainer.registry import CorruptPolicy
+
+    try:
+        promoted = _registry(config, db).promote(version, by=f"cli:{os.environ.get('USER', 'unknown')}", reason=reason)
+    except (KeyError, CorruptPolicy) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"{promoted.version} is live")
+
+
+@policies_app.command("rollback")
+def policies_rollback(
+    config: ConfigOption = None,
+    db: DbOption = None,
+    reason: Annotated[str, typer.Option(help="recorded with the change")] = "manual rollback",
+) -> None:
+    """Back to the version that was live before the current one (or to none)."""
+    try:
+        back = _registry(config, db).rollback(by=f"cli:{os.environ.get('USER', 'unknown')}", reason=reason)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"{back.version} is live" if back else "no policy is live: requests pass unchanged")
 
 
 @scenarios_app.command("list")

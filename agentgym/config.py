@@ -75,6 +75,56 @@ class StoreConfig(Section):
     record_bodies: bool = Field(True, description="store request and response JSON with each inference")
 
 
+class RewardRule(Section):
+    """A decision's reward: its episode's outcome broadcast to every decision of the episode,
+    plus per-step terms for what its own inference led to."""
+
+    success: float = 1.0
+    failure: float = 0.0
+    tool_success: float = 0.0
+    tool_error: float = -0.05
+    per_1k_prompt_tokens: float = -0.01
+
+
+class PlannerConfig(Section):
+    """The tool-selection planner in the proxy: it applies the live policy version, if any."""
+
+    enabled: bool = Field(True, description="apply the live policy; off: requests pass unchanged, nothing is decided")
+    policies_dir: Path | None = Field(None, description="the policy registry; default: the store's path + .policies")
+    refresh_s: float = Field(1.0, description="how often the registry is checked for a newly promoted version")
+    epsilon: float = Field(0.05, ge=0, le=1, description="share of uniform exploration mixed into the policy")
+    force_above: float = Field(0.6, gt=0, le=1, description="a tool this likely is forced with tool_choice")
+    coverage: float = Field(0.9, gt=0, le=1, description="otherwise offer the likeliest tools up to this probability")
+    max_offered: int = Field(5, ge=1, description="and at most this many")
+    seed: int | None = Field(None, description="seed for the exploration draws (tests, benchmarks)")
+
+
+class TrainerConfig(Section):
+    """The scheduled trainer (in the proxy process when enabled, or `agentgym train` beside it)."""
+
+    enabled: bool = Field(False, description="run training rounds on the schedule inside `agentgym serve`")
+    every_episodes: int | None = Field(200, ge=1, description="a round once the live version has served this many "
+                                       "finished episodes")
+    every_s: float | None = Field(None, gt=0, description="and/or a round this often, if there are enough decisions")
+    check_s: float = Field(2.0, gt=0, description="how often the schedule looks at the counts")
+    min_decisions: int = Field(100, ge=1, description="fewer logged decisions than this: no round")
+    older_data: Literal["drop", "importance"] = Field(
+        "drop", description="decisions of earlier versions: dropped (strictly on-policy) or importance-corrected")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+    steps: int = Field(60, ge=1, description="optimiser steps per round")
+    learning_rate: float = Field(0.05, gt=0)
+    clip: float = Field(0.2, gt=0, description="PPO/GRPO ratio clip")
+    kl: float = Field(0.02, ge=0, description="weight of the KL term to the version that served the batch")
+    gate_margin: float = Field(0.0, ge=0, description="a new version may estimate at most this much below the current")
+    promote: Literal["auto", "manual"] = Field(
+        "auto", description="auto: a version that passes the gate goes live; manual: it waits as a candidate")
+    zero_shot_defer: float = Field(
+        1.0, description="the first version (text similarity alone) scores 'defer' this high: how often it leaves "
+        "requests alone while it learns")
+    reward: RewardRule = RewardRule()
+
+
 class OutcomeRules(Section):
     """How a `role: "tool"` message's content is read as success, error or unknown."""
 
@@ -107,6 +157,8 @@ class Settings(BaseSettings):
     store: StoreConfig = StoreConfig()
     outcomes: OutcomeRules = OutcomeRules()
     episodes: EpisodeConfig = EpisodeConfig()
+    planner: PlannerConfig = PlannerConfig()
+    trainer: TrainerConfig = TrainerConfig()
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import hmac
@@ -24,6 +25,7 @@ from agentgym.proxy.chat_completions import BadRequest, ChatCompletions
 from agentgym.proxy.episodes import EpisodeLinker
 from agentgym.proxy.feedback import FeedbackEndpoint
 from agentgym.proxy.outcomes import OutcomeClassifier
+from agentgym.proxy.planner import Planner
 from agentgym.proxy.upstream import (
     LiteLLMProviders,
     OpenAICompatible,
@@ -35,6 +37,8 @@ from agentgym.proxy.usage import UsageCosting
 from agentgym.store import live_server
 from agentgym.store.queries import Scope
 from agentgym.store.recorder import Recorder, StoreUnavailable
+from agentgym.trainer.registry import Registry, default_dir
+from agentgym.trainer.rounds import Schedule
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,8 @@ class Proxy:
     metrics: ProxyMetrics
     chat: ChatCompletions
     feedback: FeedbackEndpoint
+    planner: Planner
+    schedule: Schedule
     server_note: live_server.LiveServer | None = None
 
 
@@ -67,6 +73,8 @@ def build_proxy(settings: Settings) -> Proxy:
     linker = EpisodeLinker(settings.episodes.link_cache_size)
     upstream = OpenAICompatible(settings.upstream)
     metrics = ProxyMetrics(recorder)
+    registry = Registry(settings.planner.policies_dir or default_dir(settings.store.path))
+    planner = Planner(settings.planner, registry, recorder)
     chat = ChatCompletions(
         settings,
         upstream=upstream,
@@ -75,8 +83,21 @@ def build_proxy(settings: Settings) -> Proxy:
         classifier=OutcomeClassifier(settings.outcomes),
         recorder=recorder,
         metrics=metrics,
+        planner=planner,
     )
-    return Proxy(settings, recorder, costing, linker, upstream, metrics, chat, FeedbackEndpoint(linker, recorder))
+    schedule = Schedule(settings.trainer, settings.planner, registry, recorder.reader, lambda: planner.encoder)
+    return Proxy(settings, recorder, costing, linker, upstream, metrics, chat, FeedbackEndpoint(linker, recorder),
+                 planner, schedule)
+
+
+async def _watch_policies(planner: Planner, every_s: float) -> None:
+    """Swap in a newly promoted policy version within `every_s`; a failure here never stops serving."""
+    while True:
+        try:
+            await run_in_threadpool(planner.refresh)
+        except Exception:  # noqa: BLE001 - the proxy keeps serving with the version it has
+            log.exception("checking the policy registry failed")
+        await asyncio.sleep(every_s)
 
 
 def create_app(settings: Settings, *, public_url: str | None = None) -> Starlette:
@@ -90,9 +111,14 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
         proxy.recorder.start()
         if public_url:
             proxy.server_note = live_server.announce(settings.store.path, public_url)
+        watcher = asyncio.create_task(_watch_policies(proxy.planner, settings.planner.refresh_s))
+        if settings.trainer.enabled:
+            proxy.schedule.start()
         try:
             yield
         finally:
+            watcher.cancel()
+            await run_in_threadpool(proxy.schedule.stop)
             if proxy.server_note is not None:
                 live_server.withdraw(settings.store.path, proxy.server_note)
             await proxy.upstream.aclose()
@@ -167,6 +193,24 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
                             media_type="application/json")
         return Response(orjson.dumps(data), media_type="application/json")
 
+    async def admin_train(request: Request) -> Response:
+        """One training round now, on what this proxy recorded (`agentgym train --once`)."""
+        if not _admin_allowed(request, settings, proxy.server_note):
+            return Response(error_body("admin key required", "authentication_error", "invalid_admin_key"), 401,
+                            media_type="application/json")
+
+        def round_now() -> dict:
+            proxy.recorder.flush(timeout=5)
+            return proxy.schedule.run(force=True, by=request.query_params.get("by", "admin"))
+
+        try:
+            result = await run_in_threadpool(round_now)
+        except StoreUnavailable as exc:
+            return Response(error_body(f"store unavailable: {exc}", "server_error", "store_unavailable"), 503,
+                            media_type="application/json")
+        await run_in_threadpool(proxy.planner.refresh)
+        return Response(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", proxy.chat.handle, methods=["POST"]),
@@ -177,6 +221,7 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/admin/report", admin_report, methods=["GET"]),
+            Route("/admin/train", admin_train, methods=["POST"]),
         ],
         lifespan=lifespan,
     )

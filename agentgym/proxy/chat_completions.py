@@ -1,7 +1,8 @@
 """`POST /v1/chat/completions`: forward, stream back, and record, in that order of importance.
 
 Read top to bottom: check the client, read and parse the body, link the episode and collect
-the tool results it carries, forward (httpx or litellm), answer the client, record. Anything
+the tool results it carries, let the planner apply the live policy, forward (httpx or
+litellm), answer the client, record. Anything
 that goes wrong in linking or recording is counted and logged, and the request goes through
 unchanged (fail open).
 """
@@ -23,6 +24,7 @@ from agentgym.config import Settings
 from agentgym.dashboards.metrics import ProxyMetrics
 from agentgym.proxy.episodes import EpisodeLink, EpisodeLinker, new_id
 from agentgym.proxy.outcomes import OutcomeClassifier
+from agentgym.proxy.planner import Planner
 from agentgym.proxy.stream_assembly import StreamAssembler
 from agentgym.proxy.upstream import (
     LiteLLMProviders,
@@ -70,6 +72,7 @@ class ChatCompletions:
         classifier: OutcomeClassifier,
         recorder: Recorder,
         metrics: ProxyMetrics,
+        planner: Planner,
     ) -> None:
         self.settings = settings
         self.upstream = upstream
@@ -78,6 +81,7 @@ class ChatCompletions:
         self.classifier = classifier
         self.recorder = recorder
         self.metrics = metrics
+        self.planner = planner
         self._proxy_keys = frozenset(settings.server.proxy_keys)
         self._env_key = os.environ.get(settings.upstream.api_key_env)
 
@@ -111,6 +115,10 @@ class ChatCompletions:
         )
         self._record_tool_results(messages, record)
         ours = {EPISODE_HEADER: link.episode_id, INFERENCE_HEADER: record.id}
+        with self._fail_open("planner"):
+            planned = self.planner.plan(payload, record)
+            if planned is not None:
+                payload, body = planned, orjson.dumps(planned)
 
         try:
             provider = await self.providers.route(model) if model else None

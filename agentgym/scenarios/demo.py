@@ -2,7 +2,9 @@
 
 Everything is real but the model: the simulated model and `agentgym serve` are separate
 processes talking HTTP, the agents run tool loops with the `openai` SDK against the scenario's
-environment and send feedback, and the live view reads the proxy's own report while it runs.
+environment and send feedback, the proxy's trainer runs rounds on the scenario's schedule and
+swaps each version that passes its gate in, and the live view reads the proxy's own report
+and the policy registry while it runs.
 The store is kept for `agentgym report --db FILE`.
 """
 
@@ -29,6 +31,7 @@ from agentgym.dashboards.report_source import ReportError, fetch_report
 from agentgym.scenarios import local_stack
 from agentgym.scenarios.agents import MODEL, EpisodeResult, run_episodes
 from agentgym.scenarios.scenario import Scenario
+from agentgym.trainer.registry import Registry, default_dir
 
 # The simulated model is priced like a small hosted model, so that cost shows as it would.
 DEMO_PRICE = {MODEL: {"input_cost_per_token": 0.15e-6, "output_cost_per_token": 0.60e-6}}
@@ -59,7 +62,8 @@ def _live_report(db: Path) -> dict[str, Any] | None:
         return None
 
 
-def _view(scenario: Scenario, progress: Progress, tally: Tally, report: dict[str, Any] | None) -> Group:
+def _view(scenario: Scenario, progress: Progress, tally: Tally, report: dict[str, Any] | None,
+          registry: Registry) -> Group:
     figures = Table.grid(padding=(0, 2))
     figures.add_column(style="bold")
     figures.add_column()
@@ -78,8 +82,21 @@ def _view(scenario: Scenario, progress: Progress, tally: Tally, report: dict[str
                         f"${tokens['cost_per_successful_episode'] or 0:.5f} per successful episode")
         worst = sorted((t for t in report["by_tool"] if t["error_rate"]), key=lambda t: -t["error"])[:3]
         figures.add_row("most failing tools", ", ".join(f"{t['tool']} ({t['error_rate']:.0%})" for t in worst) or "-")
+    index = registry.index()
+    trained = sum(v.engine == "torch" for v in index.versions.values())
+    refused = sum(v.status == "refused" for v in index.versions.values())
+    figures.add_row("policy in charge", f"{index.live or 'none (requests unchanged)'}; {trained} trained, "
+                    f"{refused} refused by the gate")
     title = f"AgentGym demo: {scenario.name} ({len(scenario.tools)} tools, {len(scenario.tasks)} tasks)"
     return Group(Panel(figures, title=title), progress)
+
+
+def _learning(scenario: Scenario, seed: int) -> dict[str, str]:
+    """The proxy's trainer on the scenario's schedule and reward rule: the whole loop, unattended."""
+    return {"AGENTGYM_TRAINER__ENABLED": "true",
+            "AGENTGYM_TRAINER__EVERY_EPISODES": str(scenario.training.train_every_episodes),
+            "AGENTGYM_TRAINER__SEED": str(seed), "AGENTGYM_TRAINER__REWARD": scenario.reward.model_dump_json(),
+            "AGENTGYM_PLANNER__SEED": str(seed)}
 
 
 def run_demo(*, scenario: Scenario, episodes: int, seed: int, db: Path, port: int, concurrency: int,
@@ -89,7 +106,8 @@ def run_demo(*, scenario: Scenario, episodes: int, seed: int, db: Path, port: in
     proxy = None
     try:
         proxy = local_stack.start_proxy(f"{model.url}/v1", db, logs, port=port or None,
-                                        env={"AGENTGYM_PRICING": json.dumps(DEMO_PRICE), **scenario.proxy_env()})
+                                        env={"AGENTGYM_PRICING": json.dumps(DEMO_PRICE), **scenario.proxy_env(),
+                                             **_learning(scenario, seed)})
         console.print(f"proxy [bold]{proxy.url}/v1[/bold] -> simulated model {model.url}/v1; store {db}; logs {logs}")
         _drive(scenario, proxy.url, db, episodes=episodes, seed=seed, concurrency=concurrency, console=console)
         if not proxy.stop():
@@ -105,6 +123,7 @@ def run_demo(*, scenario: Scenario, episodes: int, seed: int, db: Path, port: in
 def _drive(scenario: Scenario, proxy_url: str, db: Path, *, episodes: int, seed: int, concurrency: int,
            console: Console) -> None:
     tally = Tally()
+    registry = Registry(default_dir(db))
     progress = Progress(TextColumn("[bold]episodes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("left"), TimeRemainingColumn(), console=console)
     bar = progress.add_task("episodes", total=episodes)
@@ -121,12 +140,12 @@ def _drive(scenario: Scenario, proxy_url: str, db: Path, *, episodes: int, seed:
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
-    with Live(_view(scenario, progress, tally, None), console=console, refresh_per_second=4) as live:
+    with Live(_view(scenario, progress, tally, None, registry), console=console, refresh_per_second=4) as live:
         async def run() -> None:
             task = asyncio.ensure_future(run_episodes(proxy_url, scenario, episodes=episodes, seed=seed,
                                                       concurrency=concurrency, on_result=on_result))
             while not task.done():
-                live.update(_view(scenario, progress, tally, latest.get("report")))
+                live.update(_view(scenario, progress, tally, latest.get("report"), registry))
                 await asyncio.sleep(0.25)
             task.result()
 
@@ -134,6 +153,6 @@ def _drive(scenario: Scenario, proxy_url: str, db: Path, *, episodes: int, seed:
         asyncio.run(run())
         stop.set()
         latest["report"] = _live_report(db) or latest.get("report")
-        live.update(_view(scenario, progress, tally, latest.get("report")))
+        live.update(_view(scenario, progress, tally, latest.get("report"), registry))
     elapsed = time.monotonic() - started
     console.print(f"{episodes} episodes in {elapsed:.1f}s ({episodes / elapsed:.1f} episodes/s)")

@@ -23,7 +23,7 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agentgym.config import OutcomeRules
+from agentgym.config import OutcomeRules, RewardRule
 from agentgym.scenarios.simulated_model import ModelKnobs
 
 LIBRARY = Path(__file__).parent / "library"
@@ -69,16 +69,6 @@ class Task(Strict):
         return missing
 
 
-class RewardRule(Strict):
-    """The episode's outcome broadcast to its decisions, plus per-step terms."""
-
-    success: float = 1.0
-    failure: float = 0.0
-    tool_success: float = 0.0
-    tool_error: float = -0.05
-    per_1k_prompt_tokens: float = -0.01
-
-
 class TrainingDefaults(Strict):
     episodes: int = 3000
     train_every_episodes: int = 200
@@ -94,7 +84,7 @@ class Scenario(Strict):
     system_prompt: str
     tools: list[dict[str, Any]]
     tasks: list[Task]
-    reward: RewardRule = RewardRule()
+    reward: RewardRule = RewardRule()  # the trainer's `reward:` configuration for this deployment
     metrics: list[str] = ["tool_success_rate", "episode_success_rate", "prompt_tokens_per_request",
                           "cost_per_successful_episode"]
     training: TrainingDefaults = TrainingDefaults()

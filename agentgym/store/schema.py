@@ -67,6 +67,29 @@ TABLES: dict[str, dict[str, str]] = {
         "success": "BOOLEAN",
         "metadata": "VARCHAR",
     },
+    # What the planner decided for an inference that offered tools (see agentgym.trainer.policy).
+    "decisions": {
+        "id": "VARCHAR",
+        "inference_id": "VARCHAR",
+        "episode_id": "VARCHAR",
+        "created_at": "TIMESTAMPTZ",
+        "policy_version": "VARCHAR",
+        "arm": "VARCHAR",  # control | shadow | canary | live
+        "action": "VARCHAR",  # defer | force | offer
+        "tool": "VARCHAR",  # the sampled tool; NULL for defer
+        "choice": "INTEGER",  # its index among the candidates; -1 for defer
+        "propensity": "DOUBLE",  # the probability the policy sampled it with
+        "candidates": "VARCHAR",  # JSON list of the offered tools' spec hashes, in request order
+        "offered": "VARCHAR",  # JSON list of the tool names the request went out with
+        "context": "VARCHAR",  # the text the policy read
+    },
+    # Each distinct tool schema a decision saw, once: what the trainer encodes.
+    "tool_specs": {
+        "hash": "VARCHAR",
+        "created_at": "TIMESTAMPTZ",
+        "name": "VARCHAR",
+        "text": "VARCHAR",
+    },
 }
 
 def _create(table: str) -> str:
@@ -76,7 +99,8 @@ def _create(table: str) -> str:
 
 # MIGRATIONS[i] takes a file from version i to version i + 1.
 MIGRATIONS: list[list[str]] = [
-    [_create(t) for t in TABLES],
+    [_create(t) for t in ("inferences", "tool_calls", "tool_results", "feedback")],
+    [_create("decisions"), _create("tool_specs")],  # the planner
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

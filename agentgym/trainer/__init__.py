@@ -1,0 +1,1 @@
+"""Training the planner: encoder, policy, rewards, engines, gate, registry and schedule."""

@@ -1,0 +1,139 @@
+"""Training batches from the store: the policy's decisions with their rewards and advantages.
+
+A decision's reward is its episode's outcome (`success` or `failure` of the reward rule)
+broadcast to every decision of the episode, plus the per-step terms of its own inference
+(tool calls that succeeded or failed, prompt tokens). Each decision weighs 1 / (decisions in
+its episode), so every episode counts once however long it ran (Agent Lightning's
+`per_rollout_mean`, AgentFlow's Flow-GRPO). Advantages are group-relative (GRPO): rewards
+centred and scaled within the episodes that started from the same request; a request seen
+in one episode only is compared with the whole batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import duckdb
+import numpy as np
+import orjson
+
+from agentgym.config import RewardRule
+from agentgym.store.queries import Scope, with_base
+
+DECISIONS_SQL = """
+WITH steps AS (
+    SELECT inference_id, count(*) FILTER (outcome = 'success') AS ok, count(*) FILTER (outcome = 'error') AS failed
+    FROM calls GROUP BY inference_id
+),
+dec AS (
+    SELECT d.*, first(d.context ORDER BY d.created_at) OVER (PARTITION BY d.episode_id) AS opening
+    FROM decisions d WHERE ($since IS NULL OR d.created_at >= $since) AND d.arm IN ('live', 'canary')
+)
+SELECT d.id, d.episode_id, d.policy_version, d.choice, d.propensity, d.candidates, d.context, d.opening,
+       e.ok AS episode_ok, coalesce(s.ok, 0) AS tool_ok, coalesce(s.failed, 0) AS tool_failed,
+       coalesce(i.prompt_tokens, 0) AS prompt_tokens
+FROM dec d
+JOIN episodes e USING (episode_id)
+LEFT JOIN steps s ON s.inference_id = d.inference_id
+LEFT JOIN inf i ON i.id = d.inference_id
+WHERE e.ok IS NOT NULL
+ORDER BY d.created_at, d.id
+"""
+
+
+@dataclass
+class Batch:
+    """Decisions of finished episodes, in the order they were made."""
+
+    ids: list[str]
+    episodes: list[str]
+    versions: list[str]
+    contexts: list[str]
+    candidates: list[list[str]]  # tool spec hashes, in request order
+    choices: np.ndarray  # index among the candidates; -1: defer
+    propensities: np.ndarray
+    rewards: np.ndarray
+    weights: np.ndarray  # 1 / decisions in the episode
+    groups: np.ndarray  # same id: episodes that opened with the same request
+    specs: dict[str, tuple[str, str]] = field(default_factory=dict)  # hash -> (tool name, text)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def only(self, mask: np.ndarray) -> Batch:
+        keep = np.flatnonzero(mask)
+        pick = lambda items: [items[i] for i in keep]  # noqa: E731
+        return Batch(pick(self.ids), pick(self.episodes), pick(self.versions), pick(self.contexts),
+                     pick(self.candidates), self.choices[keep], self.propensities[keep], self.rewards[keep],
+                     self.weights[keep], self.groups[keep], self.specs)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One decision as the reward needs it."""
+
+    episode: str
+    episode_ok: bool
+    tool_ok: int
+    tool_failed: int
+    prompt_tokens: int
+
+
+def rewards(steps: list[Step], rule: RewardRule) -> tuple[np.ndarray, np.ndarray]:
+    """(reward, weight) per decision: the episode's outcome broadcast plus the step's own terms;
+    weights 1 / (decisions in the episode)."""
+    per_episode: dict[str, int] = {}
+    for step in steps:
+        per_episode[step.episode] = per_episode.get(step.episode, 0) + 1
+    reward = np.array([
+        (rule.success if s.episode_ok else rule.failure) + rule.tool_success * s.tool_ok
+        + rule.tool_error * s.tool_failed + rule.per_1k_prompt_tokens * s.prompt_tokens / 1000 for s in steps
+    ], np.float64)
+    weight = np.array([1.0 / per_episode[s.episode] for s in steps], np.float64)
+    return reward, weight
+
+
+def advantages(rewards_: np.ndarray, weights: np.ndarray, groups: np.ndarray, episodes: list[str]) -> np.ndarray:
+    """GRPO: each decision's reward against its group's episodes (mean and spread of the
+    episodes' weighted rewards); a group of one episode against the whole batch."""
+    episode_ids = {e: i for i, e in enumerate(dict.fromkeys(episodes))}
+    index = np.array([episode_ids[e] for e in episodes])
+    episode_reward = np.bincount(index, weights=rewards_ * weights)  # weights sum to 1 per episode
+    episode_group = np.zeros(len(episode_ids), np.int64)
+    episode_group[index] = groups
+    out = np.empty_like(rewards_)
+    overall = (episode_reward.mean(), episode_reward.std() + 1e-6)
+    for group in np.unique(groups):
+        members = episode_reward[episode_group == group]
+        mean, spread = (members.mean(), members.std() + 1e-6) if len(members) > 1 else overall
+        mask = groups == group
+        out[mask] = (rewards_[mask] - mean) / spread
+    return out
+
+
+def read_batch(con: duckdb.DuckDBPyConnection, rule: RewardRule, *, since: datetime | None = None,
+               versions: set[str] | None = None, scope: Scope | None = None) -> Batch:
+    """Decisions of finished episodes (explicit outcome) since `since`, of `versions` if given."""
+    scope = scope or Scope(since=since)
+    rows = con.execute(with_base(DECISIONS_SQL), scope.params()).fetchall()
+    if versions is not None:
+        rows = [r for r in rows if r[2] in versions]
+    steps = [Step(r[1], bool(r[8]), int(r[9]), int(r[10]), int(r[11])) for r in rows]
+    reward, weight = rewards(steps, rule)
+    openings = {text: i for i, text in enumerate(dict.fromkeys(_digest(r[7]) for r in rows))}
+    hashes = sorted({h for r in rows for h in orjson.loads(r[5])})
+    specs = {}
+    if hashes:
+        specs = {h: (name, text) for h, name, text in con.execute(
+            "SELECT hash, any_value(name), any_value(text) FROM tool_specs WHERE list_contains($hashes, hash) "
+            "GROUP BY hash", {"hashes": hashes}).fetchall()}
+    return Batch([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[6] for r in rows],
+                 [orjson.loads(r[5]) for r in rows], np.array([r[3] for r in rows], np.int64),
+                 np.array([r[4] for r in rows], np.float64), reward, weight,
+                 np.array([openings[_digest(r[7])] for r in rows], np.int64), specs)
+
+
+def _digest(text: str | None) -> str:
+    return hashlib.blake2b((text or "").encode(), digest_size=8).hexdigest()

@@ -1,0 +1,136 @@
+"""Training engines behind one interface; here the built-in torch engine for the default planner.
+
+An engine turns a batch of logged decisions and the policy that served them into new weights
+and statistics; the training round (`agentgym.trainer.rounds`) gates and registers the result.
+An engine that trains elsewhere (an external job, Agent Lightning's trainer for LLM planners)
+implements the same `update` by submitting the batch and waiting for its weights.
+
+The torch engine's update is a PPO/GRPO step on the policy of `agentgym.trainer.policy`: the
+probability of each logged choice under the new weights over the probability it was sampled
+with (the recorded propensity) is the ratio, clipped to [1 - clip, 1 + clip]; advantages are
+group-relative (`agentgym.trainer.batch.advantages`); each decision weighs 1 / its episode's
+decisions; a KL term keeps the new policy near the one that served. Seeded, deterministic.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from agentgym.config import TrainerConfig
+from agentgym.trainer.batch import Batch, advantages
+from agentgym.trainer.encoder import Encoder
+from agentgym.trainer.policy import PolicyWeights, bucket
+
+
+class Engine(Protocol):
+    name: str
+
+    def update(self, batch: Batch, current: PolicyWeights, encoder: Encoder, config: TrainerConfig,
+               epsilon: float) -> tuple[PolicyWeights, dict[str, Any]]:
+        """`epsilon`: the exploration the planner mixes in when it serves the weights."""
+
+
+@dataclass
+class Tensors:
+    """A batch as arrays. The offered tools are few distinct ones: each decision's candidates
+    are indices into the distinct tools' vectors, so a step costs (decisions x distinct tools)."""
+
+    contexts: np.ndarray  # (n, d)
+    tools: np.ndarray  # (k, d): the distinct tools' vectors
+    buckets: np.ndarray  # (k,)
+    candidates: np.ndarray  # (n, m): index into `tools` (0 where padded)
+    mask: np.ndarray  # (n, m + 1): real candidates, and defer (last column)
+    chosen: np.ndarray  # (n,) column of the choice; m for defer
+
+    @classmethod
+    def of(cls, batch: Batch, encoder: Encoder) -> Tensors:
+        m = max((len(c) for c in batch.candidates), default=0)
+        order = {h: i for i, h in enumerate(batch.specs)}
+        tools = encoder.encode_many([text for _, text in batch.specs.values()])
+        buckets = np.array([bucket(name) for name, _ in batch.specs.values()], np.int64)
+        candidates = np.zeros((len(batch), m), np.int64)
+        mask = np.zeros((len(batch), m + 1), bool)
+        mask[:, m] = True
+        for i, hashes in enumerate(batch.candidates):
+            candidates[i, : len(hashes)] = [order[h] for h in hashes]
+            mask[i, : len(hashes)] = True
+        chosen = np.where(batch.choices < 0, m, batch.choices)
+        return cls(encoder.encode_many(batch.contexts), tools, buckets, candidates, mask, chosen)
+
+
+def usable(batch: Batch) -> Batch:
+    """Decisions whose every candidate's text is known (a spec row can be lost with a crash)."""
+    return batch.only(np.array([all(h in batch.specs for h in c) for c in batch.candidates], bool))
+
+
+class TorchEngine:
+    name = "torch"
+
+    def update(self, batch: Batch, current: PolicyWeights, encoder: Encoder, config: TrainerConfig,
+               epsilon: float) -> tuple[PolicyWeights, dict[str, Any]]:
+        import torch  # only the trainer needs it; the proxy scores with numpy
+
+        started = time.perf_counter()
+        torch.manual_seed(config.seed)
+        device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available()
+                              else "cpu" if config.device == "auto" else config.device)
+        arrays = Tensors.of(batch, encoder)
+        as_tensor = lambda a, **kw: torch.as_tensor(a, device=device, **kw)  # noqa: E731
+        contexts, tools, buckets = as_tensor(arrays.contexts), as_tensor(arrays.tools), as_tensor(arrays.buckets)
+        candidates, mask, chosen = as_tensor(arrays.candidates), as_tensor(arrays.mask), as_tensor(arrays.chosen)
+        propensity = as_tensor(batch.propensities, dtype=torch.float32)
+        advantage = as_tensor(advantages(batch.rewards, batch.weights, batch.groups, batch.episodes),
+                              dtype=torch.float32)
+        weight = as_tensor(batch.weights / batch.weights.sum(), dtype=torch.float32)
+        params = {k: torch.tensor(v, device=device, requires_grad=True) for k, v in current.arrays().items()}
+        valid = mask.sum(dim=1, keepdim=True)
+        similarity = torch.gather(contexts @ tools.T, 1, candidates)  # fixed: the encoder is not trained here
+
+        def probabilities(p: dict[str, torch.Tensor]) -> torch.Tensor:
+            per_tool = (contexts @ p["P"]) @ (tools @ p["Q"]).T + contexts @ p["U"][buckets].T + p["b"][buckets]
+            tool_scores = p["alpha"][0] * similarity + torch.gather(per_tool, 1, candidates)
+            scores = torch.cat([tool_scores, (contexts @ p["v"] + p["b_defer"][0]).unsqueeze(1)], dim=1)
+            soft = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
+            return ((1 - epsilon) * soft + epsilon / valid) * mask
+
+        with torch.no_grad():
+            before = probabilities(params)
+        optimizer = torch.optim.Adam(params.values(), lr=config.learning_rate)
+        rows = torch.arange(len(batch), device=device)
+        for _ in range(config.steps):
+            now = probabilities(params)
+            ratio = now[rows, chosen] / propensity
+            surrogate = torch.minimum(ratio * advantage, ratio.clamp(1 - config.clip, 1 + config.clip) * advantage)
+            kl = (before * (torch.log(before.clamp_min(1e-12)) - torch.log(now.clamp_min(1e-12)))).sum(dim=1)
+            loss = -(weight * surrogate).sum() + config.kl * (weight * kl).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        new = PolicyWeights(**{k: v.detach().cpu().numpy().astype(np.float32) for k, v in params.items()})
+        with torch.no_grad():
+            after = probabilities(params)
+            final_kl = float((weight * (before * (torch.log(before.clamp_min(1e-12))
+                                                  - torch.log(after.clamp_min(1e-12)))).sum(dim=1)).sum())
+        return new, {"engine": self.name, "device": str(device), "decisions": len(batch),
+                     "episodes": len(set(batch.episodes)), "steps": config.steps, "seed": config.seed,
+                     "loss": float(loss.detach()), "kl": final_kl, "mean_reward": float(np.average(batch.rewards,
+                                                                                          weights=batch.weights)),
+                     "seconds": round(time.perf_counter() - started, 3)}
+
+
+def chosen_probabilities(weights: PolicyWeights, batch: Batch, encoder: Encoder, epsilon: float) -> np.ndarray:
+    """Each logged choice's probability under `weights` (numpy, as the planner computes it)."""
+    from agentgym.trainer.policy import probabilities
+
+    arrays = Tensors.of(batch, encoder)
+    out = np.empty(len(batch))
+    for i in range(len(batch)):
+        n = int(arrays.mask[i].sum()) - 1
+        index = arrays.candidates[i, :n]
+        probs = probabilities(weights.scores(arrays.contexts[i], arrays.tools[index], arrays.buckets[index]), epsilon)
+        out[i] = probs[n if batch.choices[i] < 0 else batch.choices[i]]
+    return out

@@ -1,0 +1,152 @@
+"""Policy versions on disk, beside the store: weights, checksum, parent, statistics, status.
+
+A folder (default: the store's path plus `.policies`) holds one `vN.npz` per version and
+`index.json`, which says every version's metadata and which one is live. Writers take a file
+lock and replace the index atomically, so `agentgym policies promote` from another process and
+the trainer inside the proxy never tear it; the proxy watches the index and swaps in the live
+version (see `agentgym.proxy.planner`). An artifact whose checksum does not match is refused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, Field
+
+from agentgym.trainer.policy import PolicyWeights
+
+Status = Literal["candidate", "shadow", "canary", "live", "retired", "rolled_back", "refused"]
+
+
+class CorruptPolicy(ValueError):
+    pass
+
+
+class Version(BaseModel):
+    version: str
+    created_at: float
+    parent: str | None
+    status: Status = "candidate"
+    checksum: str
+    encoder: str
+    encoder_checksum: str
+    engine: str = "torch"
+    training: dict[str, Any] = Field(default_factory=dict, description="batch size, loss, reward, seed, device")
+    gate: dict[str, Any] = Field(default_factory=dict, description="the off-policy estimate it was admitted on")
+    history: list[dict[str, Any]] = Field(default_factory=list, description="status changes: when, to what, by whom, why")
+
+
+class Index(BaseModel):
+    live: str | None = None
+    versions: dict[str, Version] = Field(default_factory=dict)
+
+
+def default_dir(db: Path | str) -> Path:
+    return Path(f"{db}.policies")
+
+
+class Registry:
+    def __init__(self, folder: Path | str) -> None:
+        self.folder = Path(folder)
+
+    @property
+    def index_path(self) -> Path:
+        return self.folder / "index.json"
+
+    def index(self) -> Index:
+        try:
+            return Index.model_validate_json(self.index_path.read_bytes())
+        except FileNotFoundError:
+            return Index()
+
+    def stamp(self) -> float:
+        """Changes whenever the index does: what a watcher polls."""
+        try:
+            return self.index_path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
+    @contextmanager
+    def _editing(self) -> Iterator[Index]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with (self.folder / "index.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            index = self.index()
+            yield index
+            staging = self.index_path.with_suffix(".json.tmp")
+            staging.write_bytes(orjson.dumps(index.model_dump(), option=orjson.OPT_INDENT_2))
+            os.replace(staging, self.index_path)
+
+    def register(self, weights: PolicyWeights, *, parent: str | None, encoder: str, encoder_checksum: str,
+                 training: dict[str, Any], gate: dict[str, Any], engine: str = "torch") -> Version:
+        data = weights.to_bytes()
+        with self._editing() as index:
+            number = 1 + max((int(v[1:]) for v in index.versions), default=0)
+            version = Version(version=f"v{number}", created_at=time.time(), parent=parent,
+                              checksum=hashlib.sha256(data).hexdigest(), encoder=encoder,
+                              encoder_checksum=encoder_checksum, engine=engine, training=training, gate=gate)
+            staging = self.folder / f".v{number}.npz.tmp"
+            staging.write_bytes(data)
+            os.replace(staging, self.folder / f"v{number}.npz")
+            index.versions[version.version] = version
+        return version
+
+    def load(self, version: str) -> tuple[Version, PolicyWeights]:
+        """The version's metadata and weights; CorruptPolicy if the artifact is missing or altered."""
+        meta = self.index().versions.get(version)
+        if meta is None:
+            raise KeyError(f"no policy version {version!r}")
+        try:
+            data = (self.folder / f"{version}.npz").read_bytes()
+        except FileNotFoundError as exc:
+            raise CorruptPolicy(f"{version}: its weights file is missing") from exc
+        if hashlib.sha256(data).hexdigest() != meta.checksum:
+            raise CorruptPolicy(f"{version}: checksum mismatch, the weights file was altered or truncated")
+        try:
+            return meta, PolicyWeights.from_bytes(data)
+        except Exception as exc:  # noqa: BLE001 - any unreadable artifact is refused the same way
+            raise CorruptPolicy(f"{version}: unreadable weights ({exc})") from exc
+
+    def promote(self, version: str, *, by: str, reason: str) -> Version:
+        """Make `version` live (checked loadable first); the one it replaces is retired."""
+        self.load(version)
+        with self._editing() as index:
+            if index.live and index.live != version:
+                _move(index.versions[index.live], "retired", by, f"replaced by {version}")
+            _move(index.versions[version], "live", by, reason)
+            index.live = version
+            return index.versions[version]
+
+    def refuse(self, version: str, *, by: str, reason: str) -> None:
+        """Mark a version that failed its gate; it is kept, for the record, and never served."""
+        with self._editing() as index:
+            _move(index.versions[version], "refused", by, reason)
+
+    def rollback(self, *, by: str, reason: str) -> Version | None:
+        """Back to the version that was live before the current one (or to none)."""
+        with self._editing() as index:
+            if index.live is None:
+                raise ValueError("no live policy to roll back")
+            current = index.versions[index.live]
+            _move(current, "rolled_back", by, reason)
+            replaced = [v for v in index.versions.values() if v.status == "retired" and v.history
+                        and v.history[-1]["reason"] == f"replaced by {current.version}"]
+            previous = max(replaced, key=lambda v: v.history[-1]["at"]).version if replaced else None
+            index.live = previous
+            if previous is not None:
+                _move(index.versions[previous], "live", by, f"rollback of {current.version}")
+                return index.versions[previous]
+            return None
+
+
+def _move(version: Version, status: Status, by: str, reason: str) -> None:
+    version.history.append({"at": time.time(), "from": version.status, "to": status, "by": by, "reason": reason})
+    version.status = status

@@ -1,0 +1,138 @@
+"""One training round, and the schedule that runs rounds inside the proxy.
+
+A round: the decisions the live version served (earlier versions' too, importance-corrected,
+if configured) in finished episodes; an engine update on four episodes in five; the gate on
+the fifth; the new version registered
+with its statistics and estimate, and made live if it passed and promotion is automatic.
+With no version yet, the first round registers the encoder's zero-shot policy, so that the
+planner starts acting, and logging decisions to learn from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from agentgym.config import PlannerConfig, TrainerConfig
+from agentgym.store.queries import with_base
+from agentgym.trainer.batch import read_batch
+from agentgym.trainer.encoder import ENCODER_ID, Encoder
+from agentgym.trainer.engine import Engine, TorchEngine, chosen_probabilities, usable
+from agentgym.trainer.gate import evaluate
+from agentgym.trainer.policy import PolicyWeights
+from agentgym.trainer.registry import Registry
+
+log = logging.getLogger(__name__)
+
+HOLD_OUT = 5  # one episode in five is kept out of the update, for the gate
+
+
+def _held_out(episode: str, seed: int) -> bool:
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{episode}".encode(), digest_size=4).digest(), "little") % HOLD_OUT == 0
+
+
+SERVED_EPISODES_SQL = """
+SELECT count(*) FROM episodes WHERE ok IS NOT NULL AND policy_version = $version
+"""
+
+
+def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Encoder, trainer: TrainerConfig,
+                planner: PlannerConfig, *, by: str, engine: Engine | None = None) -> dict[str, Any]:
+    """Run one round; what happened, as a dict (also what `agentgym train --once` prints)."""
+    live = registry.index().live
+    if live is None:
+        weights = PolicyWeights.zero_shot(encoder.dimensions, b_defer=trainer.zero_shot_defer, seed=trainer.seed)
+        version = registry.register(weights, parent=None, encoder=ENCODER_ID, encoder_checksum=encoder.checksum,
+                                    training={"engine": "zero-shot", "seed": trainer.seed},
+                                    gate={"method": "none", "reason": "first version: text similarity alone"},
+                                    engine="zero-shot")
+        if trainer.promote == "auto":
+            registry.promote(version.version, by=by, reason="first version")
+        return {"status": "registered", "version": version.version, "promoted": trainer.promote == "auto"}
+    _, current = registry.load(live)
+    versions = {live} if trainer.older_data == "drop" else None
+    batch = usable(read_batch(con, trainer.reward, versions=versions))
+    if len(batch) < trainer.min_decisions:
+        return {"status": "waiting", "live": live, "decisions": len(batch), "needed": trainer.min_decisions}
+    held_out = np.array([_held_out(e, trainer.seed) for e in batch.episodes], bool)
+    train, holdout = batch.only(~held_out), batch.only(held_out)
+    new, stats = (engine or TorchEngine()).update(train, current, encoder, trainer, planner.epsilon)
+    # judged on episodes it did not train on: on its own batch any update looks better
+    gate = evaluate(holdout, chosen_probabilities(new, holdout, encoder, planner.epsilon),
+                    chosen_probabilities(current, holdout, encoder, planner.epsilon), margin=trainer.gate_margin,
+                    seed=trainer.seed)
+    version = registry.register(new, parent=live, encoder=ENCODER_ID, encoder_checksum=encoder.checksum,
+                                training=stats, gate=gate, engine=stats["engine"])
+    result = {"status": "registered", "version": version.version, "parent": live, "training": stats, "gate": gate,
+              "promoted": False}
+    if not gate["passed"]:
+        registry.refuse(version.version, by=by, reason=f"gate: estimate {gate['difference']:+.4f} below current")
+        result["status"] = "refused"
+    elif trainer.promote == "auto":
+        registry.promote(version.version, by=by, reason=f"gate passed: estimate {gate['difference']:+.4f}")
+        result["promoted"] = True
+    return result
+
+
+class Schedule:
+    """Rounds inside `agentgym serve`: every `every_episodes` finished episodes of the live
+    version and/or every `every_s` seconds, checked every `check_s` on an APScheduler job."""
+
+    def __init__(self, trainer: TrainerConfig, planner: PlannerConfig, registry: Registry, reader, encoder_of) -> None:
+        self.trainer, self.planner, self.registry = trainer, planner, registry
+        self._reader = reader  # () -> context manager giving a DuckDB cursor
+        self._encoder_of = encoder_of  # () -> Encoder (loaded on the scheduler's thread)
+        self._last_round = time.monotonic()
+        self._lock = threading.Lock()
+        self.last_result: dict[str, Any] | None = None
+        self.rounds = 0
+        self._scheduler = None
+
+    def start(self) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)  # "skipped: a round is running" is normal
+        self._scheduler = BackgroundScheduler(daemon=True)
+        self._scheduler.add_job(self.check, "interval", seconds=self.trainer.check_s, max_instances=1,
+                                coalesce=True, id="agentgym-trainer")
+        self._scheduler.start()
+
+    def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+
+    def due(self, con: duckdb.DuckDBPyConnection) -> bool:
+        live = self.registry.index().live
+        if live is None:
+            return True
+        if self.trainer.every_s is not None and time.monotonic() - self._last_round >= self.trainer.every_s:
+            return True
+        if self.trainer.every_episodes is not None:
+            served = con.execute(with_base(SERVED_EPISODES_SQL),
+                                 {"since": None, "threshold": 0.5, "idle_s": 300.0, "version": live}).fetchone()[0]
+            return served >= self.trainer.every_episodes
+        return False
+
+    def check(self) -> None:
+        """The job: a round if one is due. A failure is logged; serving never depends on it."""
+        try:
+            self.run(force=False)
+        except Exception:  # noqa: BLE001 - the trainer failing must never touch the proxy's requests
+            log.exception("training round failed; the live policy keeps serving")
+
+    def run(self, *, force: bool, by: str = "schedule") -> dict[str, Any]:
+        with self._lock, self._reader() as con:
+            if not force and not self.due(con):
+                return {"status": "not due"}
+            result = train_round(con, self.registry, self._encoder_of(), self.trainer, self.planner, by=by)
+            self._last_round = time.monotonic()
+            self.rounds += 1
+            self.last_result = result
+            log.info("training round: %s", {k: v for k, v in result.items() if k != "training"})
+            return result

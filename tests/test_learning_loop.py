@@ -1,0 +1,147 @@
+"""The learning loop end to end: real proxy and model processes, the planner, the scheduled
+trainer, the registry, hot-swaps under load."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+
+import duckdb
+import httpx
+import pytest
+
+from agentgym.scenarios import local_stack
+from agentgym.scenarios.agents import run_episodes
+from agentgym.scenarios.scenario import load_scenario
+from agentgym.trainer.encoder import shared_encoder
+from agentgym.trainer.policy import PolicyWeights
+from agentgym.trainer.registry import Registry, default_dir
+
+# Two tools that read alike; only one works in this deployment. The simulated model picks
+# between them by chance; a planner can learn to force the one that works.
+TINY = textwrap.dedent("""
+    name: tiny_orders
+    title: Order lookups with a deprecated twin
+    description: Look up orders; one of two look-alike tools is deprecated here.
+    system_prompt: You help customers with their orders.
+    tools:
+      - type: function
+        function: {name: get_order_status, description: Get the status of an order by its id.,
+                   parameters: {type: object, properties: {order_id: {type: string, description: "such as 'A-1000'"}},
+                                required: [order_id]}}
+      - type: function
+        function: {name: fetch_order_status, description: Fetch the status of an order by its id.,
+                   parameters: {type: object, properties: {order_id: {type: string, description: "such as 'A-1000'"}},
+                                required: [order_id]}}
+      - type: function
+        function: {name: send_invoice, description: Email the invoice of an order to the customer.,
+                   parameters: {type: object, properties: {order_id: {type: string, description: "such as 'A-1000'"}},
+                                required: [order_id]}}
+      - type: function
+        function: {name: list_products, description: List the products in the catalogue.,
+                   parameters: {type: object, properties: {}}}
+    tasks:
+    {tasks}
+    reward: {success: 1.0, failure: 0.0, tool_success: 0.5, tool_error: -0.5, per_1k_prompt_tokens: 0.0}
+    simulator: {temperature: 0.5, crowding: 0.0, argument_error_rate: 0.0, give_up_after_errors: 1}
+""")
+ASKS = ["What's the status of order {id}?", "Where is my order {id}?", "Has order {id} shipped yet?",
+        "Can you check order {id} for me?"]
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    tasks = []
+    for i in range(24):
+        order = f"A-{1000 + i}"
+        tasks.append(f"- {{id: t{i}, user: \"{ASKS[i % 4].format(id=order)}\", steps: [{{tool: get_order_status, "
+                     f"arguments: {{order_id: {order}}}}}]}}")
+    path = tmp_path / "tiny_orders.yaml"
+    path.write_text(TINY.replace("{tasks}", "\n".join(tasks)))
+    return path
+
+
+def _rate(results) -> float:
+    calls = sum(r.tool_calls for r in results)
+    return 1 - sum(r.tool_errors for r in results) / max(calls, 1)
+
+
+def test_the_scheduled_trainer_learns_which_tool_works(tiny, logs, tmp_path):
+    scenario = load_scenario(str(tiny))
+    model = local_stack.start_model(logs, args=["--scenario", str(tiny), "--seed", "1"])
+    db = tmp_path / "loop.duckdb"
+    reward = json.dumps(scenario.reward.model_dump())
+    proxy = local_stack.start_proxy(f"{model.url}/v1", db, logs, env={
+        "AGENTGYM_TRAINER__ENABLED": "true", "AGENTGYM_TRAINER__EVERY_EPISODES": "60",
+        "AGENTGYM_TRAINER__MIN_DECISIONS": "40", "AGENTGYM_TRAINER__CHECK_S": "0.3",
+        "AGENTGYM_TRAINER__ZERO_SHOT_DEFER": "3", "AGENTGYM_TRAINER__REWARD": reward,
+        "AGENTGYM_PLANNER__SEED": "3", "AGENTGYM_PLANNER__REFRESH_S": "0.2"})
+    registry = Registry(default_dir(db))
+    plain = local_stack.start_proxy(f"{model.url}/v1", tmp_path / "plain.duckdb", logs,
+                                    env={"AGENTGYM_PLANNER__ENABLED": "false"})
+    try:
+        untrained = asyncio.run(run_episodes(plain.url, scenario, episodes=120, seed=1, concurrency=6))
+        plain.stop()
+        rates = []
+        for round_ in range(8):
+            seen = registry.index().live
+            results = asyncio.run(run_episodes(proxy.url, scenario, episodes=60, seed=10 + round_, concurrency=6))
+            rates.append(_rate(results))
+            for _ in range(100):  # let the round that these episodes made due finish and be swapped in
+                if registry.index().live != seen:
+                    break
+                asyncio.run(asyncio.sleep(0.1))
+        assert proxy.stop(), proxy.log()
+    finally:
+        plain.stop()
+        proxy.stop()
+        model.stop()
+    index = registry.index()
+    trained = [v for v in index.versions.values() if v.engine == "torch"]
+    assert trained and all(v.gate["method"] == "snips" and "ci95" in v.gate for v in trained)
+    assert index.live is not None and index.versions[index.live].engine == "torch", index
+    assert max(rates[-3:]) > _rate(untrained) + 0.15, (rates, _rate(untrained))
+    con = duckdb.connect(str(db), read_only=True)
+    served = con.execute("SELECT count(DISTINCT policy_version), count(*) FILTER (action = 'force') FROM decisions"
+                         ).fetchone()
+    assert served[0] >= 3 and served[1] > 0  # several versions served, and the planner's forcing reached the model
+
+
+def test_hot_swap_under_load_fails_no_request_and_a_corrupt_version_is_refused(start_proxy, tmp_path):
+    db = tmp_path / "swap.duckdb"
+    registry = Registry(default_dir(db))
+    encoder = shared_encoder()
+    versions = [registry.register(PolicyWeights.zero_shot(encoder.dimensions, b_defer=b), parent=None, encoder="e",
+                                  encoder_checksum=encoder.checksum, training={}, gate={}).version for b in (0.0, 5.0)]
+    registry.promote(versions[0], by="test", reason="start")
+    proxy = start_proxy(db=db, env={"AGENTGYM_PLANNER__REFRESH_S": "0.05"})
+    scenario = load_scenario("customer_support")
+    body = {"model": "agentgym-sim", "tools": scenario.tools,
+            "messages": [{"role": "user", "content": scenario.tasks[0].user}]}
+
+    def call(i: int) -> int:
+        return httpx.post(f"{proxy.url}/v1/chat/completions", json={**body, "seed": i}, timeout=30).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        pending = [pool.submit(call, i) for i in range(300)]
+        for flip in range(30):  # promote back and forth while requests are in flight
+            registry.promote(versions[flip % 2], by="test", reason="flip")
+            asyncio.run(asyncio.sleep(0.02))
+        statuses = [f.result() for f in pending]
+    assert statuses == [200] * 300
+    registry.promote(versions[1], by="test", reason="last good")
+    asyncio.run(asyncio.sleep(0.5))
+    bad = registry.register(PolicyWeights.zero_shot(encoder.dimensions), parent=versions[1], encoder="e",
+                            encoder_checksum=encoder.checksum, training={}, gate={}).version
+    registry.promote(bad, by="test", reason="to be corrupted")
+    (registry.folder / f"{bad}.npz").write_bytes(b"not a policy")
+    registry.index_path.touch()
+    asyncio.run(asyncio.sleep(0.5))
+    assert [call(1000 + i) for i in range(20)] == [200] * 20
+    assert proxy.stop(), proxy.log()
+    con = duckdb.connect(str(db), read_only=True)
+    last = con.execute("SELECT policy_version FROM decisions ORDER BY created_at DESC LIMIT 20").fetchall()
+    assert {v for (v,) in last} == {versions[1]}, last  # the corrupt version never served; the last good one did
+    assert f"policy {bad} refused" in proxy.log()

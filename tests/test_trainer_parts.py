@@ -1,0 +1,91 @@
+"""The trainer's parts on hand-made data: rewards, advantages, the policy's actions, the gate, the registry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agentgym.config import PlannerConfig, RewardRule
+from agentgym.trainer.batch import Batch, Step, advantages, rewards
+from agentgym.trainer.gate import evaluate, snips
+from agentgym.trainer.policy import DEFER, PolicyWeights, choose
+from agentgym.trainer.registry import CorruptPolicy, Registry
+
+
+def test_episode_outcome_is_broadcast_with_step_terms_and_each_episode_weighs_one():
+    rule = RewardRule(success=1.0, failure=0.0, tool_success=0.1, tool_error=-0.5, per_1k_prompt_tokens=-0.01)
+    steps = [Step("a", True, 1, 0, 2000), Step("a", True, 0, 1, 1000), Step("a", True, 0, 0, 0),
+             Step("b", False, 0, 2, 500)]
+    reward, weight = rewards(steps, rule)
+    assert reward == pytest.approx([1 + 0.1 - 0.02, 1 - 0.5 - 0.01, 1.0, 0 - 1.0 - 0.005])
+    assert weight == pytest.approx([1 / 3, 1 / 3, 1 / 3, 1.0])
+    per_episode = np.bincount([0, 0, 0, 1], weights=weight)
+    assert per_episode == pytest.approx([1.0, 1.0])  # a long episode does not outweigh a short one
+
+
+def test_advantages_are_relative_to_the_group_of_the_same_request():
+    episodes = ["e1", "e2", "e3", "e3", "e4"]
+    groups = np.array([0, 0, 1, 1, 2])  # e1, e2 opened alike; e3 alone; e4 alone
+    reward = np.array([1.0, 0.0, 0.5, 0.5, 0.2])
+    weight = np.array([1.0, 1.0, 0.5, 0.5, 1.0])
+    adv = advantages(reward, weight, groups, episodes)
+    assert adv[0] == pytest.approx(1.0, abs=1e-4) and adv[1] == pytest.approx(-1.0, abs=1e-4)  # (1 - .5) / .5
+    batch_mean, batch_std = np.mean([1.0, 0.0, 0.5, 0.2]), np.std([1.0, 0.0, 0.5, 0.2])
+    assert adv[2] == pytest.approx((0.5 - batch_mean) / batch_std, abs=1e-4)  # a group of one: the whole batch
+    assert adv[4] == pytest.approx((0.2 - batch_mean) / batch_std, abs=1e-4)
+
+
+def test_the_policy_forces_what_it_is_sure_of_offers_top_k_otherwise_and_records_propensity():
+    config = PlannerConfig(epsilon=0.0, force_above=0.6, coverage=0.9, max_offered=3)
+    rng = np.random.default_rng(0)
+    sure = np.array([0.9, 0.05, 0.05, 0.0])  # three tools, then defer
+    choice = choose(sure, config, np.random.default_rng(1))
+    assert (choice.action, choice.tool, choice.offered) == ("force", 0, [0])
+    assert choice.propensity == pytest.approx(0.9)
+    spread = np.array([0.3, 0.25, 0.2, 0.15, 0.1, 0.0])
+    offers = [choose(spread, config, rng) for _ in range(200)]
+    assert all(c.action == "offer" and c.tool in c.offered and len(c.offered) <= 3 for c in offers)
+    assert all(c.propensity == pytest.approx(spread[c.tool]) for c in offers)
+    assert {tuple(c.offered) for c in offers if c.tool < 3} == {(0, 1, 2)}  # the likeliest, within max_offered
+    assert choose(np.array([0.0, 0.0, 1.0]), config, rng).tool == DEFER
+
+
+def _batch(rewards_: list[float], choices: list[int], propensities: list[float]) -> Batch:
+    n = len(rewards_)
+    return Batch([f"d{i}" for i in range(n)], [f"e{i}" for i in range(n)], ["v1"] * n, ["x"] * n, [["h"]] * n,
+                 np.array(choices), np.array(propensities), np.array(rewards_, float), np.ones(n), np.arange(n))
+
+
+def test_gate_refuses_a_policy_that_is_worse_on_logged_data():
+    # Logged: choice 0 paid 1, choice 1 paid 0, each sampled with probability 0.5.
+    batch = _batch([1, 0] * 50, [0, 1] * 50, [0.5] * 100)
+    behaviour = np.full(100, 0.5)
+    worse = np.where(batch.choices == 0, 0.1, 0.9)  # prefers what paid nothing
+    better = np.where(batch.choices == 0, 0.9, 0.1)
+    assert snips(batch, behaviour) == pytest.approx(0.5)
+    refused = evaluate(batch, worse, behaviour)
+    assert not refused["passed"] and refused["new"] == pytest.approx(0.1) and refused["ci95"][1] < 0
+    admitted = evaluate(batch, better, behaviour)
+    assert admitted["passed"] and admitted["new"] == pytest.approx(0.9)
+
+
+def test_registry_refuses_a_corrupt_artifact_and_rolls_back(tmp_path):
+    registry = Registry(tmp_path / "policies")
+    weights = PolicyWeights.zero_shot(8)
+    v1 = registry.register(weights, parent=None, encoder="e", encoder_checksum="c", training={}, gate={})
+    v2 = registry.register(weights, parent=v1.version, encoder="e", encoder_checksum="c", training={}, gate={})
+    registry.promote(v1.version, by="test", reason="first")
+    registry.promote(v2.version, by="test", reason="better")
+    assert registry.index().live == "v2" and registry.index().versions["v1"].status == "retired"
+    assert registry.rollback(by="test", reason="worse in canary").version == "v1"
+    assert registry.index().versions["v2"].status == "rolled_back"
+    assert [h["by"] for h in registry.index().versions["v2"].history] == ["test", "test"]
+    artifact = tmp_path / "policies" / "v2.npz"
+    artifact.write_bytes(artifact.read_bytes()[:-10])
+    with pytest.raises(CorruptPolicy, match="checksum"):
+        registry.load("v2")
+    with pytest.raises(CorruptPolicy):
+        registry.promote("v2", by="test", reason="again")
+    assert registry.index().live == "v1"
+    with pytest.raises(ValueError, match="shape"):
+        PolicyWeights.from_bytes(PolicyWeights(**{**weights.arrays(), "b": np.zeros(3, np.float32)}).to_bytes())
