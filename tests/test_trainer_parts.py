@@ -8,7 +8,7 @@ import pytest
 from agentgym.config import PlannerConfig, RewardRule
 from agentgym.trainer.batch import Batch, Step, advantages, rewards
 from agentgym.trainer.gate import evaluate, snips
-from agentgym.trainer.policy import DEFER, PolicyWeights, choose
+from agentgym.trainer.policy import DEFER, OFFER, PolicyWeights, choose
 from agentgym.trainer.registry import CorruptPolicy, Registry
 
 
@@ -35,19 +35,21 @@ def test_advantages_are_relative_to_the_group_of_the_same_request():
     assert adv[4] == pytest.approx((0.2 - batch_mean) / batch_std, abs=1e-4)
 
 
-def test_the_policy_forces_what_it_is_sure_of_offers_top_k_otherwise_and_records_propensity():
-    config = PlannerConfig(epsilon=0.0, force_above=0.6, coverage=0.9, max_offered=3)
+def test_the_policy_samples_force_offer_or_defer_and_records_propensity():
+    config = PlannerConfig(epsilon=0.0, coverage=0.9, max_offered=3)
     rng = np.random.default_rng(0)
-    sure = np.array([0.9, 0.05, 0.05, 0.0])  # three tools, then defer
-    choice = choose(sure, config, np.random.default_rng(1))
-    assert (choice.action, choice.tool, choice.offered) == ("force", 0, [0])
-    assert choice.propensity == pytest.approx(0.9)
-    spread = np.array([0.3, 0.25, 0.2, 0.15, 0.1, 0.0])
-    offers = [choose(spread, config, rng) for _ in range(200)]
-    assert all(c.action == "offer" and c.tool in c.offered and len(c.offered) <= 3 for c in offers)
-    assert all(c.propensity == pytest.approx(spread[c.tool]) for c in offers)
-    assert {tuple(c.offered) for c in offers if c.tool < 3} == {(0, 1, 2)}  # the likeliest, within max_offered
-    assert choose(np.array([0.0, 0.0, 1.0]), config, rng).tool == DEFER
+    probs = np.array([0.3, 0.1, 0.05, 0.05, 0.2, 0.3])  # force each of four tools, offer, defer
+    choices = [choose(probs, config, rng) for _ in range(2000)]
+    forced = [c for c in choices if c.action == "force"]
+    assert all(c.offered == [c.tool] and c.propensity == pytest.approx(probs[c.tool]) for c in forced)
+    offers = [c for c in choices if c.action == "offer"]
+    # the likeliest tools by their force probabilities, up to 90% of it, at most three
+    assert offers and all(c.tool == OFFER and c.offered == [0, 1, 2] and c.propensity == pytest.approx(0.2)
+                          for c in offers)
+    defers = [c for c in choices if c.action == "defer"]
+    assert all(c.tool == DEFER and c.offered == [0, 1, 2, 3] for c in defers)
+    share = {a: sum(c.action == a for c in choices) / len(choices) for a in ("force", "offer", "defer")}
+    assert share == pytest.approx({"force": 0.5, "offer": 0.2, "defer": 0.3}, abs=0.04)  # sampled as scored
 
 
 def _batch(rewards_: list[float], choices: list[int], propensities: list[float]) -> Batch:

@@ -121,7 +121,7 @@ class Planner:
         record.policy_version, record.arm = version.version, "live"
         self.recorder.add("decisions", (
             new_id("dec"), record.id, record.episode_id, record.created_at, version.version, "live", choice.action,
-            names[choice.tool] if choice.tool >= 0 else None, choice.tool, choice.propensity,
+            names[choice.tool] if choice.action == "force" else None, choice.tool, choice.propensity,
             orjson.dumps(list(hashes)).decode(), orjson.dumps([names[i] for i in choice.offered]).decode(), context))
         if choice.action == "defer":
             return None

@@ -76,8 +76,8 @@ TABLES: dict[str, dict[str, str]] = {
         "policy_version": "VARCHAR",
         "arm": "VARCHAR",  # control | shadow | canary | live
         "action": "VARCHAR",  # defer | force | offer
-        "tool": "VARCHAR",  # the sampled tool; NULL for defer
-        "choice": "INTEGER",  # its index among the candidates; -1 for defer
+        "tool": "VARCHAR",  # the forced tool; NULL for offer and defer
+        "choice": "INTEGER",  # its index among the candidates; -2 for offer, -1 for defer
         "propensity": "DOUBLE",  # the probability the policy sampled it with
         "candidates": "VARCHAR",  # JSON list of the offered tools' spec hashes, in request order
         "offered": "VARCHAR",  # JSON list of the tool names the request went out with

@@ -52,7 +52,7 @@ class Batch:
     versions: list[str]
     contexts: list[str]
     candidates: list[list[str]]  # tool spec hashes, in request order
-    choices: np.ndarray  # index among the candidates; -1: defer
+    choices: np.ndarray  # index of the forced tool among the candidates; -2: offer, -1: defer
     propensities: np.ndarray
     rewards: np.ndarray
     weights: np.ndarray  # 1 / decisions in the episode

@@ -23,7 +23,7 @@ import numpy as np
 from agentgym.config import TrainerConfig
 from agentgym.trainer.batch import Batch, advantages
 from agentgym.trainer.encoder import Encoder
-from agentgym.trainer.policy import PolicyWeights, bucket
+from agentgym.trainer.policy import DEFER, OFFER, PolicyWeights, bucket
 
 
 class Engine(Protocol):
@@ -43,8 +43,8 @@ class Tensors:
     tools: np.ndarray  # (k, d): the distinct tools' vectors
     buckets: np.ndarray  # (k,)
     candidates: np.ndarray  # (n, m): index into `tools` (0 where padded)
-    mask: np.ndarray  # (n, m + 1): real candidates, and defer (last column)
-    chosen: np.ndarray  # (n,) column of the choice; m for defer
+    mask: np.ndarray  # (n, m + 2): real candidates, then offer and defer (the last two columns)
+    chosen: np.ndarray  # (n,) column of the choice
 
     @classmethod
     def of(cls, batch: Batch, encoder: Encoder) -> Tensors:
@@ -53,12 +53,12 @@ class Tensors:
         tools = encoder.encode_many([text for _, text in batch.specs.values()])
         buckets = np.array([bucket(name) for name, _ in batch.specs.values()], np.int64)
         candidates = np.zeros((len(batch), m), np.int64)
-        mask = np.zeros((len(batch), m + 1), bool)
-        mask[:, m] = True
+        mask = np.zeros((len(batch), m + 2), bool)
+        mask[:, m:] = True
         for i, hashes in enumerate(batch.candidates):
             candidates[i, : len(hashes)] = [order[h] for h in hashes]
             mask[i, : len(hashes)] = True
-        chosen = np.where(batch.choices < 0, m, batch.choices)
+        chosen = np.where(batch.choices == DEFER, m + 1, np.where(batch.choices == OFFER, m, batch.choices))
         return cls(encoder.encode_many(batch.contexts), tools, buckets, candidates, mask, chosen)
 
 
@@ -93,7 +93,8 @@ class TorchEngine:
         def probabilities(p: dict[str, torch.Tensor]) -> torch.Tensor:
             per_tool = (contexts @ p["P"]) @ (tools @ p["Q"]).T + contexts @ p["U"][buckets].T + p["b"][buckets]
             tool_scores = p["alpha"][0] * similarity + torch.gather(per_tool, 1, candidates)
-            scores = torch.cat([tool_scores, (contexts @ p["v"] + p["b_defer"][0]).unsqueeze(1)], dim=1)
+            scores = torch.cat([tool_scores, (contexts @ p["v_offer"] + p["b_offer"][0]).unsqueeze(1),
+                                (contexts @ p["v"] + p["b_defer"][0]).unsqueeze(1)], dim=1)
             soft = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
             return ((1 - epsilon) * soft + epsilon / valid) * mask
 
@@ -129,8 +130,9 @@ def chosen_probabilities(weights: PolicyWeights, batch: Batch, encoder: Encoder,
     arrays = Tensors.of(batch, encoder)
     out = np.empty(len(batch))
     for i in range(len(batch)):
-        n = int(arrays.mask[i].sum()) - 1
+        n = int(arrays.mask[i].sum()) - 2
         index = arrays.candidates[i, :n]
         probs = probabilities(weights.scores(arrays.contexts[i], arrays.tools[index], arrays.buckets[index]), epsilon)
-        out[i] = probs[n if batch.choices[i] < 0 else batch.choices[i]]
+        choice = int(batch.choices[i])
+        out[i] = probs[n + 1 if choice == DEFER else n if choice == OFFER else choice]
     return out

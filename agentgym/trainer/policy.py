@@ -1,20 +1,19 @@
-"""The default planner's policy: scores for the offered tools and "defer", and the action it takes.
+"""The default planner's policy: what it scores, and the action it samples.
 
 For a request, `c` is the encoded context (the latest user turn and the tool results since)
-and `t_j` each offered tool's encoded text (name, description, parameter names). A tool scores
+and `t_j` each offered tool's encoded text (name, description, parameter names). Forcing tool
+j scores
 
     s_j = alpha * c.t_j  +  (c P).(t_j Q)  +  U[h_j].c  +  b[h_j]
 
 The first term generalises to tools never seen (text similarity); the low-rank bilinear term
 learns which kinds of request go with which kinds of tool; `U` and `b`, indexed by a hash of
 the tool's name, learn this deployment's facts about each tool ("this one fails for refunds").
-"Defer" scores `v.c + b_defer`. The policy samples from softmax(s) mixed with `epsilon`
-uniform exploration and records the probability of what it sampled (the propensity).
-
-What the sampled choice does to the request: "defer" leaves it alone; a tool the policy is
-sure of (probability >= `force_above`) is forced (`tool_choice`, offered alone); otherwise the
-request offers only the most likely tools, up to `coverage` of the probability and at most
-`max_offered`, the sampled tool always among them (fewer tokens, fewer distractors).
+Two more actions score from the context alone: "offer" (`v_offer.c + b_offer`: send only the
+likeliest tools, by the force scores, up to `coverage` of their probability and at most
+`max_offered`: fewer tokens, fewer distractors) and "defer" (`v.c + b_defer`: send the request
+unchanged). The policy samples one action from softmax(scores) mixed with `epsilon` uniform
+exploration and records its probability (the propensity).
 
 numpy only: the proxy scores with this; the trainer's torch engine mirrors the same formula.
 """
@@ -32,7 +31,7 @@ from agentgym.config import PlannerConfig
 
 BUCKETS = 2048
 RANK = 16
-DEFER = -1
+DEFER, OFFER = -1, -2  # a decision's `choice` when it forced no tool
 Action = Literal["defer", "force", "offer"]
 
 
@@ -50,17 +49,21 @@ class PolicyWeights:
     b: np.ndarray  # (BUCKETS,)
     v: np.ndarray  # (d,)
     b_defer: np.ndarray  # (1,)
+    v_offer: np.ndarray  # (d,)
+    b_offer: np.ndarray  # (1,)
 
-    NAMES = ("alpha", "P", "Q", "U", "b", "v", "b_defer")
+    NAMES = ("alpha", "P", "Q", "U", "b", "v", "b_defer", "v_offer", "b_offer")
 
     @classmethod
-    def zero_shot(cls, dimensions: int, *, alpha: float = 10.0, b_defer: float = 0.0, seed: int = 0) -> PolicyWeights:
+    def zero_shot(cls, dimensions: int, *, alpha: float = 10.0, b_defer: float = 0.0, b_offer: float | None = None,
+                  seed: int = 0) -> PolicyWeights:
         """Text similarity alone: the untrained starting point (and the encoder baseline)."""
         rng = np.random.default_rng(seed)
         small = lambda *shape: (rng.standard_normal(shape) * 0.01).astype(np.float32)  # noqa: E731 - breaks symmetry
         return cls(np.array([alpha], np.float32), small(dimensions, RANK), small(dimensions, RANK),
                    np.zeros((BUCKETS, dimensions), np.float32), np.zeros(BUCKETS, np.float32),
-                   np.zeros(dimensions, np.float32), np.array([b_defer], np.float32))
+                   np.zeros(dimensions, np.float32), np.array([b_defer], np.float32),
+                   np.zeros(dimensions, np.float32), np.array([b_defer - 2 if b_offer is None else b_offer], np.float32))
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in self.NAMES}
@@ -79,7 +82,7 @@ class PolicyWeights:
             weights = cls(**{n: arrays[n].astype(np.float32) for n in cls.NAMES})
         d = weights.v.shape[0]
         shapes = {"alpha": (1,), "P": (d, RANK), "Q": (d, RANK), "U": (BUCKETS, d), "b": (BUCKETS,), "v": (d,),
-                  "b_defer": (1,)}
+                  "b_defer": (1,), "v_offer": (d,), "b_offer": (1,)}
         for name, shape in shapes.items():
             if getattr(weights, name).shape != shape or not np.isfinite(getattr(weights, name)).all():
                 raise ValueError(f"policy weight {name} has shape {getattr(weights, name).shape}, expected {shape}, "
@@ -87,10 +90,10 @@ class PolicyWeights:
         return weights
 
     def scores(self, context: np.ndarray, tools: np.ndarray, buckets: np.ndarray) -> np.ndarray:
-        """Scores of the offered tools, then of "defer" (last)."""
+        """Scores of forcing each offered tool, then of "offer", then of "defer"."""
         tool_scores = (self.alpha[0] * (tools @ context) + (tools @ self.Q) @ (context @ self.P)
                        + self.U[buckets] @ context + self.b[buckets])
-        return np.append(tool_scores, context @ self.v + self.b_defer[0])
+        return np.append(tool_scores, [context @ self.v_offer + self.b_offer[0], context @ self.v + self.b_defer[0]])
 
 
 def probabilities(scores: np.ndarray, epsilon: float) -> np.ndarray:
@@ -103,30 +106,25 @@ class Choice:
     """What the policy chose for one request."""
 
     action: Action
-    tool: int  # index of the sampled tool among the offered ones, or DEFER
+    tool: int  # the forced tool's index among the offered ones; OFFER or DEFER otherwise
     propensity: float
     offered: list[int] = field(default_factory=list)  # indices offered after the action
-    probabilities: np.ndarray | None = None
 
 
 def choose(probs: np.ndarray, config: PlannerConfig, rng: np.random.Generator) -> Choice:
-    """Sample a tool or "defer" from `probs` (the offered tools', then defer's) and turn it into an action."""
-    n_tools = len(probs) - 1
+    """Sample an action from `probs` (force each offered tool, offer, defer) and apply it."""
+    n_tools = len(probs) - 2
     index = int(rng.choice(len(probs), p=probs / probs.sum()))
     propensity = float(probs[index])
-    if index == n_tools:
-        return Choice("defer", DEFER, propensity, list(range(n_tools)), probs)
-    tool_probs = probs[:n_tools]
-    if tool_probs[index] >= config.force_above:
-        return Choice("force", index, propensity, [index], probs)
-    order = [int(i) for i in np.argsort(-tool_probs, kind="stable")]
+    if index == n_tools + 1:
+        return Choice("defer", DEFER, propensity, list(range(n_tools)))
+    if index < n_tools:
+        return Choice("force", index, propensity, [index])
+    tool_probs = probs[:n_tools] / probs[:n_tools].sum()
     kept, covered = [], 0.0
-    total = float(tool_probs.sum()) or 1.0
-    for i in order:
+    for i in np.argsort(-tool_probs, kind="stable"):
         if len(kept) >= config.max_offered or covered >= config.coverage:
             break
-        kept.append(i)
-        covered += float(tool_probs[i]) / total
-    if index not in kept:
-        kept = [*kept[: config.max_offered - 1], index]
-    return Choice("offer", index, propensity, sorted(kept), probs)
+        kept.append(int(i))
+        covered += float(tool_probs[i])
+    return Choice("offer", OFFER, propensity, sorted(kept))

@@ -80,6 +80,12 @@ def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Enc
     return result
 
 
+def _served(con: duckdb.DuckDBPyConnection, version: str) -> int:
+    """Finished episodes (with an outcome) that `version` served."""
+    return con.execute(with_base(SERVED_EPISODES_SQL),
+                       {"since": None, "threshold": 0.5, "idle_s": 300.0, "version": version}).fetchone()[0]
+
+
 class Schedule:
     """Rounds inside `agentgym serve`: every `every_episodes` finished episodes of the live
     version and/or every `every_s` seconds, checked every `check_s` on an APScheduler job."""
@@ -89,6 +95,7 @@ class Schedule:
         self._reader = reader  # () -> context manager giving a DuckDB cursor
         self._encoder_of = encoder_of  # () -> Encoder (loaded on the scheduler's thread)
         self._last_round = time.monotonic()
+        self._trained_on: dict[str, int] = {}  # version -> its served episodes when a round last used them
         self._lock = threading.Lock()
         self.last_result: dict[str, Any] | None = None
         self.rounds = 0
@@ -114,9 +121,8 @@ class Schedule:
         if self.trainer.every_s is not None and time.monotonic() - self._last_round >= self.trainer.every_s:
             return True
         if self.trainer.every_episodes is not None:
-            served = con.execute(with_base(SERVED_EPISODES_SQL),
-                                 {"since": None, "threshold": 0.5, "idle_s": 300.0, "version": live}).fetchone()[0]
-            return served >= self.trainer.every_episodes
+            # new episodes since the last round on this version: a refused update waits for more data
+            return _served(con, live) - self._trained_on.get(live, 0) >= self.trainer.every_episodes
         return False
 
     def check(self) -> None:
@@ -130,6 +136,9 @@ class Schedule:
         with self._lock, self._reader() as con:
             if not force and not self.due(con):
                 return {"status": "not due"}
+            live = self.registry.index().live
+            if live is not None and self.trainer.every_episodes is not None:
+                self._trained_on[live] = _served(con, live)
             result = train_round(con, self.registry, self._encoder_of(), self.trainer, self.planner, by=by)
             self._last_round = time.monotonic()
             self.rounds += 1
