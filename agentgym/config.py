@@ -116,6 +116,8 @@ class TrainerConfig(Section):
     learning_rate: float = Field(0.05, gt=0)
     clip: float = Field(0.2, gt=0, description="PPO/GRPO ratio clip")
     kl: float = Field(0.02, ge=0, description="weight of the KL term to the version that served the batch")
+    outcome_weight: float = Field(1.0, ge=0, description="weight of the tool scores' lesson from each call's "
+                                  "outcome (the model's own choices included)")
     gate_margin: float = Field(0.0, ge=0, description="a new version may estimate at most this much below the current")
     promote: Literal["auto", "manual"] = Field(
         "auto", description="auto: a version that passes the gate goes live; manual: it waits as a candidate")

@@ -74,7 +74,8 @@ def synthetic_batch(n: int, seed: int = 0) -> Batch:
         episodes.append(f"e{i // 4}")
     return Batch([f"d{i}" for i in range(n)], episodes, ["v1"] * n, contexts, candidates, np.array(choices),
                  np.full(n, 0.1), np.array([rng.random() for _ in range(n)]), np.full(n, 0.25),
-                 np.array([hash(c) % 50 for c in contexts]), specs)
+                 np.array([hash(c) % 50 for c in contexts]), specs,
+                 np.array([rng.randrange(-1, len(c)) for c in candidates]), np.array([rng.randrange(-1, 2) for _ in contexts]))
 
 
 def update_time(n: int, device: str) -> dict:

@@ -55,7 +55,8 @@ def test_the_policy_samples_force_offer_or_defer_and_records_propensity():
 def _batch(rewards_: list[float], choices: list[int], propensities: list[float]) -> Batch:
     n = len(rewards_)
     return Batch([f"d{i}" for i in range(n)], [f"e{i}" for i in range(n)], ["v1"] * n, ["x"] * n, [["h"]] * n,
-                 np.array(choices), np.array(propensities), np.array(rewards_, float), np.ones(n), np.arange(n))
+                 np.array(choices), np.array(propensities), np.array(rewards_, float), np.ones(n), np.arange(n), {},
+                 np.full(n, -1), np.full(n, -1))
 
 
 def test_gate_refuses_a_policy_that_is_worse_on_logged_data():

@@ -12,7 +12,7 @@ in one episode only is compared with the whole batch.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
@@ -27,16 +27,21 @@ WITH steps AS (
     SELECT inference_id, count(*) FILTER (outcome = 'success') AS ok, count(*) FILTER (outcome = 'error') AS failed
     FROM calls GROUP BY inference_id
 ),
+first_call AS (  -- the tool the model called first in answer to the decision's request, and how it went
+    SELECT c.inference_id, arg_min(c.name, tc.position) AS name, arg_min(c.outcome, tc.position) AS outcome
+    FROM calls c JOIN tool_calls tc ON tc.id = c.id GROUP BY c.inference_id
+),
 dec AS (
     SELECT d.*, first(d.context ORDER BY d.created_at) OVER (PARTITION BY d.episode_id) AS opening
     FROM decisions d WHERE ($since IS NULL OR d.created_at >= $since) AND d.arm IN ('live', 'canary')
 )
 SELECT d.id, d.episode_id, d.policy_version, d.choice, d.propensity, d.candidates, d.context, d.opening,
        e.ok AS episode_ok, coalesce(s.ok, 0) AS tool_ok, coalesce(s.failed, 0) AS tool_failed,
-       coalesce(i.prompt_tokens, 0) AS prompt_tokens
+       coalesce(i.prompt_tokens, 0) AS prompt_tokens, f.name AS called, f.outcome AS called_outcome
 FROM dec d
 JOIN episodes e USING (episode_id)
 LEFT JOIN steps s ON s.inference_id = d.inference_id
+LEFT JOIN first_call f ON f.inference_id = d.inference_id
 LEFT JOIN inf i ON i.id = d.inference_id
 WHERE e.ok IS NOT NULL
 ORDER BY d.created_at, d.id
@@ -57,7 +62,12 @@ class Batch:
     rewards: np.ndarray
     weights: np.ndarray  # 1 / decisions in the episode
     groups: np.ndarray  # same id: episodes that opened with the same request
-    specs: dict[str, tuple[str, str]] = field(default_factory=dict)  # hash -> (tool name, text)
+    specs: dict[str, tuple[str, str]]  # hash -> (tool name, text)
+    # The tool the model then called (index among the candidates, -1: none of them) and whether
+    # it worked (1, 0; -1: no call or unknown): what the tool scores also learn from, whatever
+    # the action was.
+    called: np.ndarray
+    called_ok: np.ndarray
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -67,7 +77,7 @@ class Batch:
         pick = lambda items: [items[i] for i in keep]  # noqa: E731
         return Batch(pick(self.ids), pick(self.episodes), pick(self.versions), pick(self.contexts),
                      pick(self.candidates), self.choices[keep], self.propensities[keep], self.rewards[keep],
-                     self.weights[keep], self.groups[keep], self.specs)
+                     self.weights[keep], self.groups[keep], self.specs, self.called[keep], self.called_ok[keep])
 
 
 @dataclass(frozen=True)
@@ -129,10 +139,14 @@ def read_batch(con: duckdb.DuckDBPyConnection, rule: RewardRule, *, since: datet
         specs = {h: (name, text) for h, name, text in con.execute(
             "SELECT hash, any_value(name), any_value(text) FROM tool_specs WHERE list_contains($hashes, hash) "
             "GROUP BY hash", {"hashes": hashes}).fetchall()}
+    candidates = [orjson.loads(r[5]) for r in rows]
+    names = [[specs.get(h, ("", ""))[0] for h in c] for c in candidates]
+    called = np.array([n.index(r[12]) if r[12] in n else -1 for n, r in zip(names, rows, strict=True)], np.int64)
+    called_ok = np.array([{"success": 1, "error": 0}.get(r[13], -1) for r in rows], np.int64)
     return Batch([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[6] for r in rows],
-                 [orjson.loads(r[5]) for r in rows], np.array([r[3] for r in rows], np.int64),
+                 candidates, np.array([r[3] for r in rows], np.int64),
                  np.array([r[4] for r in rows], np.float64), reward, weight,
-                 np.array([openings[_digest(r[7])] for r in rows], np.int64), specs)
+                 np.array([openings[_digest(r[7])] for r in rows], np.int64), specs, called, called_ok)
 
 
 def _digest(text: str | None) -> str:

@@ -9,7 +9,10 @@ The torch engine's update is a PPO/GRPO step on the policy of `agentgym.trainer.
 probability of each logged choice under the new weights over the probability it was sampled
 with (the recorded propensity) is the ratio, clipped to [1 - clip, 1 + clip]; advantages are
 group-relative (`agentgym.trainer.batch.advantages`); each decision weighs 1 / its episode's
-decisions; a KL term keeps the new policy near the one that served. Seeded, deterministic.
+decisions; a KL term keeps the new policy near the one that served. An auxiliary term
+(`outcome_weight`) teaches the tool scores which tool worked after each decision, the model's
+own calls under "defer" included: most decisions defer, and each still says whether the tool
+the model picked was right. Seeded, deterministic.
 """
 
 from __future__ import annotations
@@ -98,6 +101,22 @@ class TorchEngine:
             soft = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
             return ((1 - epsilon) * soft + epsilon / valid) * mask
 
+        def outcome_loss(p: dict[str, torch.Tensor]) -> torch.Tensor:
+            """The tool scores, as a classifier of which tool works here: up for a call that
+            worked, down for one that failed, whatever the action was (the model's own choices
+            under "defer" too)."""
+            if not labelled.any():
+                return torch.zeros((), device=device)
+            per_tool = (contexts @ p["P"]) @ (tools @ p["Q"]).T + contexts @ p["U"][buckets].T + p["b"][buckets]
+            scores = (p["alpha"][0] * similarity + torch.gather(per_tool, 1, candidates))[labelled]
+            log_p = torch.log_softmax(scores.masked_fill(~mask[labelled, :-2], float("-inf")), dim=1)
+            chosen_log_p = log_p[torch.arange(len(called)), called]
+            worked = called_ok.float()
+            loss = -(worked * chosen_log_p + (1 - worked) * torch.log1p(-chosen_log_p.exp().clamp(max=1 - 1e-6)))
+            return loss.mean()
+
+        labelled = as_tensor((batch.called >= 0) & (batch.called_ok >= 0))
+        called, called_ok = as_tensor(batch.called)[labelled], as_tensor(batch.called_ok)[labelled]
         with torch.no_grad():
             before = probabilities(params)
         optimizer = torch.optim.Adam(params.values(), lr=config.learning_rate)
@@ -107,7 +126,8 @@ class TorchEngine:
             ratio = now[rows, chosen] / propensity
             surrogate = torch.minimum(ratio * advantage, ratio.clamp(1 - config.clip, 1 + config.clip) * advantage)
             kl = (before * (torch.log(before.clamp_min(1e-12)) - torch.log(now.clamp_min(1e-12)))).sum(dim=1)
-            loss = -(weight * surrogate).sum() + config.kl * (weight * kl).sum()
+            loss = (-(weight * surrogate).sum() + config.kl * (weight * kl).sum()
+                    + config.outcome_weight * outcome_loss(params))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
