@@ -122,7 +122,7 @@ class TrainerConfig(Section):
     promote: Literal["auto", "manual"] = Field(
         "auto", description="auto: a version that passes the gate goes live; manual: it waits as a candidate")
     zero_shot_defer: float = Field(
-        10.0, description="the first version (text similarity alone) scores 'defer' this high: how often it leaves "
+        13.0, description="the first version (text similarity alone) scores 'defer' this high: how often it leaves "
         "requests alone while it learns")
     reward: RewardRule = RewardRule()
 
