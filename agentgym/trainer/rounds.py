@@ -14,6 +14,8 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import duckdb
@@ -90,10 +92,12 @@ class Schedule:
     """Rounds inside `agentgym serve`: every `every_episodes` finished episodes of the live
     version and/or every `every_s` seconds, checked every `check_s` on an APScheduler job."""
 
-    def __init__(self, trainer: TrainerConfig, planner: PlannerConfig, registry: Registry, reader, encoder_of) -> None:
+    def __init__(self, trainer: TrainerConfig, planner: PlannerConfig, registry: Registry,
+                 reader: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
+                 encoder_of: Callable[[], Encoder]) -> None:
         self.trainer, self.planner, self.registry = trainer, planner, registry
-        self._reader = reader  # () -> context manager giving a DuckDB cursor
-        self._encoder_of = encoder_of  # () -> Encoder (loaded on the scheduler's thread)
+        self._reader = reader  # the recorder's in-process read cursors
+        self._encoder_of = encoder_of  # loaded on the scheduler's thread, not the event loop
         self._last_round = time.monotonic()
         self._trained_on: dict[str, int] = {}  # version -> its served episodes when a round last used them
         self._lock = threading.Lock()
