@@ -93,10 +93,12 @@ class TorchEngine:
         valid = mask.sum(dim=1, keepdim=True)
         similarity = torch.gather(contexts @ tools.T, 1, candidates)  # fixed: the encoder is not trained here
 
-        def probabilities(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        def tool_scores(p: dict[str, torch.Tensor]) -> torch.Tensor:  # (n, m): forcing each candidate
             per_tool = (contexts @ p["P"]) @ (tools @ p["Q"]).T + contexts @ p["U"][buckets].T + p["b"][buckets]
-            tool_scores = p["alpha"][0] * similarity + torch.gather(per_tool, 1, candidates)
-            scores = torch.cat([tool_scores, (contexts @ p["v_offer"] + p["b_offer"][0]).unsqueeze(1),
+            return p["alpha"][0] * similarity + torch.gather(per_tool, 1, candidates)
+
+        def probabilities(p: dict[str, torch.Tensor]) -> torch.Tensor:
+            scores = torch.cat([tool_scores(p), (contexts @ p["v_offer"] + p["b_offer"][0]).unsqueeze(1),
                                 (contexts @ p["v"] + p["b_defer"][0]).unsqueeze(1)], dim=1)
             soft = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
             return ((1 - epsilon) * soft + epsilon / valid) * mask
@@ -107,13 +109,13 @@ class TorchEngine:
             under "defer" too)."""
             if not labelled.any():
                 return torch.zeros((), device=device)
-            per_tool = (contexts @ p["P"]) @ (tools @ p["Q"]).T + contexts @ p["U"][buckets].T + p["b"][buckets]
-            scores = (p["alpha"][0] * similarity + torch.gather(per_tool, 1, candidates))[labelled]
-            log_p = torch.log_softmax(scores.masked_fill(~mask[labelled, :-2], float("-inf")), dim=1)
-            chosen_log_p = log_p[torch.arange(len(called)), called]
+            log_p = torch.log_softmax(tool_scores(p)[labelled].masked_fill(~mask[labelled, :-2], float("-inf")), dim=1)
+            chosen_log_p = log_p[torch.arange(len(called), device=device), called]
             worked = called_ok.float()
-            loss = -(worked * chosen_log_p + (1 - worked) * torch.log1p(-chosen_log_p.exp().clamp(max=1 - 1e-6)))
-            return loss.mean()
+            return -(worked * chosen_log_p + (1 - worked) * torch.log1p(-chosen_log_p.exp().clamp(max=1 - 1e-6))).mean()
+
+        def kl_from_before(now: torch.Tensor) -> torch.Tensor:  # per decision
+            return (before * (torch.log(before.clamp_min(1e-12)) - torch.log(now.clamp_min(1e-12)))).sum(dim=1)
 
         labelled = as_tensor((batch.called >= 0) & (batch.called_ok >= 0))
         called, called_ok = as_tensor(batch.called)[labelled], as_tensor(batch.called_ok)[labelled]
@@ -125,17 +127,14 @@ class TorchEngine:
             now = probabilities(params)
             ratio = now[rows, chosen] / propensity
             surrogate = torch.minimum(ratio * advantage, ratio.clamp(1 - config.clip, 1 + config.clip) * advantage)
-            kl = (before * (torch.log(before.clamp_min(1e-12)) - torch.log(now.clamp_min(1e-12)))).sum(dim=1)
-            loss = (-(weight * surrogate).sum() + config.kl * (weight * kl).sum()
+            loss = (-(weight * surrogate).sum() + config.kl * (weight * kl_from_before(now)).sum()
                     + config.outcome_weight * outcome_loss(params))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         new = PolicyWeights(**{k: v.detach().cpu().numpy().astype(np.float32) for k, v in params.items()})
         with torch.no_grad():
-            after = probabilities(params)
-            final_kl = float((weight * (before * (torch.log(before.clamp_min(1e-12))
-                                                  - torch.log(after.clamp_min(1e-12)))).sum(dim=1)).sum())
+            final_kl = float((weight * kl_from_before(probabilities(params))).sum())
         return new, {"engine": self.name, "device": str(device), "decisions": len(batch),
                      "episodes": len(set(batch.episodes)), "steps": config.steps, "seed": config.seed,
                      "loss": float(loss.detach()), "kl": final_kl, "mean_reward": float(np.average(batch.rewards,
