@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 
@@ -145,3 +147,39 @@ def test_hot_swap_under_load_fails_no_request_and_a_corrupt_version_is_refused(s
     last = con.execute("SELECT policy_version FROM decisions ORDER BY created_at DESC LIMIT 20").fetchall()
     assert {v for (v,) in last} == {versions[1]}, last  # the corrupt version never served; the last good one did
     assert f"policy {bad} refused" in proxy.log()
+
+
+def _agentgym(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "agentgym", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_train_and_policies_from_the_command_line_while_the_proxy_runs(start_proxy, tmp_path):
+    """The journey of README's "Learning which tools to offer": a round, a list, a promotion, a
+    rollback, all from another process while `agentgym serve` holds the store."""
+    db = tmp_path / "cli.duckdb"
+    proxy = start_proxy(db=db, env={"AGENTGYM_PLANNER__REFRESH_S": "0.1"})
+    first = _agentgym("train", "--once", "--db", str(db))
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout) == {"status": "registered", "version": "v1", "promoted": True}
+    waiting = json.loads(_agentgym("train", "--once", "--db", str(db)).stdout)
+    assert waiting["status"] == "waiting" and waiting["live"] == "v1"  # no decisions of v1 yet
+    registry = Registry(default_dir(db))
+    encoder = shared_encoder()
+    registry.register(PolicyWeights.zero_shot(encoder.dimensions, b_defer=30.0), parent="v1", encoder="e",
+                      encoder_checksum=encoder.checksum, training={}, gate={})
+    listed = json.loads(_agentgym("policies", "list", "--db", str(db), "--format", "json").stdout)
+    assert listed["live"] == "v1" and set(listed["versions"]) == {"v1", "v2"}
+    promoted = _agentgym("policies", "promote", "v2", "--db", str(db), "--reason", "test")
+    assert promoted.returncode == 0 and "v2 is live" in promoted.stdout
+    assert _agentgym("policies", "promote", "v9", "--db", str(db)).returncode == 1
+    asyncio.run(asyncio.sleep(0.5))
+    body = {"model": "agentgym-sim", "tools": load_scenario("customer_support").tools,
+            "messages": [{"role": "user", "content": "Cancel order #W1"}]}
+    assert httpx.post(f"{proxy.url}/v1/chat/completions", json=body, timeout=30).status_code == 200
+    back = _agentgym("policies", "rollback", "--db", str(db))
+    assert back.returncode == 0 and "v1 is live" in back.stdout
+    shown = json.loads(_agentgym("policies", "show", "v2", "--db", str(db)).stdout)
+    assert shown["status"] == "rolled_back" and [h["to"] for h in shown["history"]] == ["live", "rolled_back"]
+    assert proxy.stop(), proxy.log()
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT policy_version FROM decisions").fetchall() == [("v2",)]  # served within the refresh
