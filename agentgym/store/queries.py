@@ -62,7 +62,8 @@ episodes AS (
     FROM (
         SELECT episode_id, min(created_at) AS started_at, max(created_at) AS last_at,
                count(*) AS inferences, arg_min(arm, created_at) AS arm,
-               arg_min(policy_version, created_at) AS policy_version
+               -- the first request's version, NULL included: an episode begun with no policy is control's
+               arg_min_null(policy_version, created_at) AS policy_version
         FROM inf GROUP BY episode_id
     ) e
     LEFT JOIN episode_feedback f USING (episode_id)
