@@ -208,6 +208,10 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
         except StoreUnavailable as exc:
             return Response(error_body(f"store unavailable: {exc}", "server_error", "store_unavailable"), 503,
                             media_type="application/json")
+        except Exception as exc:  # noqa: BLE001 - the round failed; serving goes on, the caller learns why
+            log.exception("training round failed")
+            return Response(error_body(f"training round failed: {exc}", "server_error", "training_failed"), 500,
+                            media_type="application/json")
         await run_in_threadpool(proxy.planner.refresh)
         return Response(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
