@@ -27,11 +27,7 @@ class ReportError(RuntimeError):
 
 def fetch_report(settings: Settings, *, since: datetime | None, window: int) -> dict[str, Any]:
     path = settings.store.path
-    scope = Scope(
-        since=since,
-        success_reward_threshold=settings.episodes.success_reward_threshold,
-        idle_timeout_s=settings.episodes.idle_timeout_s,
-    )
+    scope = Scope.configured(settings.episodes, since)
     try:
         con = open_store(path, read_only=True)
     except FileNotFoundError as exc:

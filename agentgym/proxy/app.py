@@ -85,7 +85,8 @@ def build_proxy(settings: Settings) -> Proxy:
         metrics=metrics,
         planner=planner,
     )
-    schedule = Schedule(settings.trainer, settings.planner, registry, recorder.reader, lambda: planner.encoder)
+    schedule = Schedule(settings.trainer, settings.planner, Scope.configured(settings.episodes), registry,
+                        recorder.reader, lambda: planner.encoder)
     return Proxy(settings, recorder, costing, linker, upstream, metrics, chat, FeedbackEndpoint(linker, recorder),
                  planner, schedule)
 
@@ -168,11 +169,7 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
                             media_type="application/json")
         try:
             since = request.query_params.get("since")
-            scope = Scope(
-                since=datetime.fromisoformat(since) if since else None,
-                success_reward_threshold=settings.episodes.success_reward_threshold,
-                idle_timeout_s=settings.episodes.idle_timeout_s,
-            )
+            scope = Scope.configured(settings.episodes, datetime.fromisoformat(since) if since else None)
             window = int(request.query_params.get("window", 100))
         except ValueError as exc:
             return Response(error_body(str(exc), "invalid_request_error", "invalid_query"), 400,

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from agentgym.config import EpisodeConfig
+
 
 @dataclass(frozen=True)
 class Scope:
@@ -18,6 +20,11 @@ class Scope:
     since: datetime | None = None
     success_reward_threshold: float = 0.5
     idle_timeout_s: float = 300.0
+
+    @classmethod
+    def configured(cls, episodes: EpisodeConfig, since: datetime | None = None) -> Scope:
+        """The scope the configuration's `episodes:` section defines."""
+        return cls(since, episodes.success_reward_threshold, episodes.idle_timeout_s)
 
     def params(self) -> dict[str, object]:
         return {

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
-
 import duckdb
 import numpy as np
 import orjson
@@ -123,30 +121,30 @@ def advantages(rewards_: np.ndarray, weights: np.ndarray, groups: np.ndarray, ep
     return out
 
 
-def read_batch(con: duckdb.DuckDBPyConnection, rule: RewardRule, *, since: datetime | None = None,
-               versions: set[str] | None = None, scope: Scope | None = None) -> Batch:
-    """Decisions of finished episodes (explicit outcome) since `since`, of `versions` if given."""
-    scope = scope or Scope(since=since)
+def read_batch(con: duckdb.DuckDBPyConnection, rule: RewardRule, scope: Scope, *,
+               versions: set[str] | None = None) -> Batch:
+    """Decisions of finished episodes (explicit outcome) in `scope`, of `versions` if given."""
     rows = con.execute(with_base(DECISIONS_SQL), scope.params()).fetchall()
     if versions is not None:
         rows = [r for r in rows if r[2] in versions]
     steps = [Step(r[1], bool(r[8]), int(r[9]), int(r[10]), int(r[11])) for r in rows]
     reward, weight = rewards(steps, rule)
-    openings = {text: i for i, text in enumerate(dict.fromkeys(_digest(r[7]) for r in rows))}
-    hashes = sorted({h for r in rows for h in orjson.loads(r[5])})
+    opening = [_digest(r[7]) for r in rows]
+    group_of = {text: i for i, text in enumerate(dict.fromkeys(opening))}
+    candidates = [orjson.loads(r[5]) for r in rows]
+    hashes = sorted({h for c in candidates for h in c})
     specs = {}
     if hashes:
         specs = {h: (name, text) for h, name, text in con.execute(
             "SELECT hash, any_value(name), any_value(text) FROM tool_specs WHERE list_contains($hashes, hash) "
             "GROUP BY hash", {"hashes": hashes}).fetchall()}
-    candidates = [orjson.loads(r[5]) for r in rows]
     names = [[specs.get(h, ("", ""))[0] for h in c] for c in candidates]
     called = np.array([n.index(r[12]) if r[12] in n else -1 for n, r in zip(names, rows, strict=True)], np.int64)
     called_ok = np.array([{"success": 1, "error": 0}.get(r[13], -1) for r in rows], np.int64)
     return Batch([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[6] for r in rows],
                  candidates, np.array([r[3] for r in rows], np.int64),
                  np.array([r[4] for r in rows], np.float64), reward, weight,
-                 np.array([openings[_digest(r[7])] for r in rows], np.int64), specs, called, called_ok)
+                 np.array([group_of[o] for o in opening], np.int64), specs, called, called_ok)
 
 
 def _digest(text: str | None) -> str:

@@ -17,6 +17,7 @@ import httpx
 
 from agentgym.config import Settings
 from agentgym.store import live_server
+from agentgym.store.queries import Scope
 from agentgym.store.schema import SchemaError, open_store
 from agentgym.trainer.encoder import shared_encoder
 from agentgym.trainer.registry import Registry, default_dir
@@ -39,7 +40,8 @@ def round_once(settings: Settings) -> dict[str, Any]:
         return _in_server(settings, exc)
     registry = Registry(settings.planner.policies_dir or default_dir(path))
     with closing(con):
-        return train_round(con, registry, shared_encoder(), settings.trainer, settings.planner, by="cli")
+        return train_round(con, registry, shared_encoder(), settings.trainer, settings.planner,
+                           Scope.configured(settings.episodes), by="cli")
 
 
 def _in_server(settings: Settings, lock_error: Exception) -> dict[str, Any]:

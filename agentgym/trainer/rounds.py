@@ -22,7 +22,7 @@ import duckdb
 import numpy as np
 
 from agentgym.config import PlannerConfig, TrainerConfig
-from agentgym.store.queries import with_base
+from agentgym.store.queries import Scope, with_base
 from agentgym.trainer.batch import read_batch
 from agentgym.trainer.encoder import ENCODER_ID, Encoder
 from agentgym.trainer.engine import Engine, TorchEngine, chosen_probabilities, usable
@@ -45,7 +45,7 @@ SELECT count(*) FROM episodes WHERE ok IS NOT NULL AND policy_version = $version
 
 
 def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Encoder, trainer: TrainerConfig,
-                planner: PlannerConfig, *, by: str, engine: Engine | None = None) -> dict[str, Any]:
+                planner: PlannerConfig, scope: Scope, *, by: str, engine: Engine | None = None) -> dict[str, Any]:
     """Run one round; what happened, as a dict (also what `agentgym train --once` prints)."""
     live = registry.index().live
     if live is None:
@@ -59,7 +59,7 @@ def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Enc
         return {"status": "registered", "version": version.version, "promoted": trainer.promote == "auto"}
     _, current = registry.load(live)
     versions = {live} if trainer.older_data == "drop" else None
-    batch = usable(read_batch(con, trainer.reward, versions=versions))
+    batch = usable(read_batch(con, trainer.reward, scope, versions=versions))
     if len(batch) < trainer.min_decisions:
         return {"status": "waiting", "live": live, "decisions": len(batch), "needed": trainer.min_decisions}
     held_out = np.array([_held_out(e, trainer.seed) for e in batch.episodes], bool)
@@ -82,20 +82,19 @@ def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Enc
     return result
 
 
-def _served(con: duckdb.DuckDBPyConnection, version: str) -> int:
+def _served(con: duckdb.DuckDBPyConnection, version: str, scope: Scope) -> int:
     """Finished episodes (with an outcome) that `version` served."""
-    return con.execute(with_base(SERVED_EPISODES_SQL),
-                       {"since": None, "threshold": 0.5, "idle_s": 300.0, "version": version}).fetchone()[0]
+    return con.execute(with_base(SERVED_EPISODES_SQL), {**scope.params(), "version": version}).fetchone()[0]
 
 
 class Schedule:
     """Rounds inside `agentgym serve`: every `every_episodes` finished episodes of the live
     version and/or every `every_s` seconds, checked every `check_s` on an APScheduler job."""
 
-    def __init__(self, trainer: TrainerConfig, planner: PlannerConfig, registry: Registry,
+    def __init__(self, trainer: TrainerConfig, planner: PlannerConfig, scope: Scope, registry: Registry,
                  reader: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
                  encoder_of: Callable[[], Encoder]) -> None:
-        self.trainer, self.planner, self.registry = trainer, planner, registry
+        self.trainer, self.planner, self.scope, self.registry = trainer, planner, scope, registry
         self._reader = reader  # the recorder's in-process read cursors
         self._encoder_of = encoder_of  # loaded on the scheduler's thread, not the event loop
         self._last_round = time.monotonic()
@@ -126,7 +125,7 @@ class Schedule:
             return True
         if self.trainer.every_episodes is not None:
             # new episodes since the last round on this version: a refused update waits for more data
-            return _served(con, live) - self._trained_on.get(live, 0) >= self.trainer.every_episodes
+            return _served(con, live, self.scope) - self._trained_on.get(live, 0) >= self.trainer.every_episodes
         return False
 
     def check(self) -> None:
@@ -142,8 +141,8 @@ class Schedule:
                 return {"status": "not due"}
             live = self.registry.index().live
             if live is not None and self.trainer.every_episodes is not None:
-                self._trained_on[live] = _served(con, live)
-            result = train_round(con, self.registry, self._encoder_of(), self.trainer, self.planner, by=by)
+                self._trained_on[live] = _served(con, live, self.scope)
+            result = train_round(con, self.registry, self._encoder_of(), self.trainer, self.planner, self.scope, by=by)
             self._last_round = time.monotonic()
             self.rounds += 1
             self.last_result = result
