@@ -146,6 +146,17 @@ def test_bfcl_tasks_are_the_questions_with_their_gold_call(scenarios):
     assert len(used) < len(scenario.tools)  # near-duplicates nobody should call are offered too
 
 
+def test_bfcl_duplicates_serve_each_other_and_look_alikes_do_not(scenarios):
+    """Pooled BFCL items put several APIs for one computation side by side; any of them answers it."""
+    equivalents = {task.steps[0].tool: set(task.steps[0].equivalents) for task in scenarios["data_analysis"].tasks}
+    assert {"number_theory_gcd", "calculate_gcd"} <= equivalents["math_gcd"]
+    assert {"solve_quadratic_equation", "algebra_quadratic_roots"} <= equivalents["math_roots_quadratic"]
+    assert equivalents["calculate_binomial_probability"] == {"calc_binomial_prob"}
+    assert not any(tool.startswith("math_factorial") for tool in equivalents.get("prime_factorize", ()))
+    assert "calculate_lcm" not in equivalents["math_gcd"] and "latest_exchange_rate" not in equivalents.get(
+        "currency_conversion_get_rate", ())
+
+
 def test_bfcl_limit_and_seed_sample_the_tasks():
     full = public_data.bfcl()
     sample = public_data.bfcl(limit=10, seed=1)

@@ -120,6 +120,34 @@ def test_environment_takes_same_tool_steps_in_any_order():
     assert env.execute("cancel", '{"id": "XYZ789"}')[0] and env.complete
 
 
+def test_a_duplicate_tool_given_the_same_values_serves_the_step():
+    task = Task(id="t", user="GCD of 40 and 12?", steps=[
+        Step(tool="math_gcd", arguments={"num1": 40, "num2": 12}, result={"gcd": 4}, equivalents=["number_theory_gcd"])])
+    assert not Environment(task).execute("calculate_lcm", '{"a": 40, "b": 12}')[0]  # not a duplicate
+    env = Environment(task)
+    ok, content = env.execute("number_theory_gcd", '{"number1": 40, "number2": 13}')
+    assert not ok and "check the arguments" in content and "12" not in content  # never tells the right value
+    assert env.execute("number_theory_gcd", '{"number2": 12, "number1": 40}') == (True, '{"gcd":4}') and env.complete
+
+
+def test_model_reads_a_repeated_request_quoted_options_and_the_first_clause_of_an_opening_rule():
+    schema = {"type": "object", "required": ["number", "unit"],
+              "properties": {"number": {"type": "integer", "description": "The number."},
+                             "unit": {"type": "string", "description": "Free text."},
+                             "return_type": {"type": "string", "description":
+                                             "Can be 'list' for prime factors or 'dictionary' for counts. Default is 'list'."}}}
+    request = "Factorise 60 as a dictionary, in kg."
+    nudge = f"That isn't done yet. What I still need: calculate a factorisation. Again: {request}"
+    messages = [{"role": "user", "content": request}, {"role": "assistant", "content": "Sure."},
+                {"role": "user", "content": nudge}]
+    turn = simulated_model.Turn.read(messages)
+    assert turn.request == request and turn.user == nudge
+    assert fill_arguments(schema, turn.said, latest=turn.request) == {"number": 60, "unit": request,
+                                                                      "return_type": "dictionary"}
+    airline = "- The agent must first obtain the user id, then ask for the trip type, origin, destination."
+    assert simulated_model.Turn.read([{"role": "system", "content": airline}]).opening_rule.strip() == "obtain the user id"
+
+
 def _first_call(model: SimulatedModel, tools: list[dict], messages: list[dict], **extra) -> dict:
     message, _ = model.answer({"messages": messages, "tools": tools, **extra})
     return message

@@ -71,6 +71,8 @@ class Environment:
             run = list(itertools.takewhile(lambda i: self.task.steps[i].tool == name, pending))
             right = next((i for i in run if _matches(self.task.steps[i], arguments) is None), pending[0])
             return self._run(right, arguments)
+        if pending and name in self.task.steps[pending[0]].equivalents:
+            return self._run(pending[0], arguments, by_value=True)
         later = next((i for i in pending[1:] if self.task.steps[i].tool == name), None)
         if later is not None:
             needed = self.task.steps[pending[0]].tool
@@ -82,9 +84,9 @@ class Environment:
         what = self.descriptions.get(name, "").split(".")[0].lower() or name.replace("_", " ")
         return False, _error(f"{name} failed: this request is not one it can serve ({what})")
 
-    def _run(self, index: int, arguments: dict[str, Any]) -> tuple[bool, str]:
+    def _run(self, index: int, arguments: dict[str, Any], *, by_value: bool = False) -> tuple[bool, str]:
         step = self.task.steps[index]
-        problem = _matches(step, arguments)
+        problem = _values_match(step, arguments) if by_value else _matches(step, arguments)
         if problem is not None:
             return False, _error(problem)
         self.done[index] = True
@@ -98,4 +100,15 @@ def _matches(step: Step, arguments: dict[str, Any]) -> str | None:
             return f"missing required argument '{name}'"
         if not _same(expected, arguments[name]):
             return f"{name} {arguments[name]!r} not found"
+    return None
+
+
+def _values_match(step: Step, arguments: dict[str, Any]) -> str | None:
+    """For an equivalent tool, whose parameters have other names: each value the step needs, given once."""
+    given = list(arguments.values())
+    for name, expected in step.arguments.items():
+        found = next((i for i, value in enumerate(given) if _same(expected, value)), None)
+        if found is None:
+            return f"no result for {orjson.dumps(arguments).decode()}: check the arguments"
+        given.pop(found)
     return None

@@ -402,11 +402,45 @@ def bfcl(categories: list[str] | None = None, limit: int | None = None, seed: in
     random.Random(seed).shuffle(picked)
     picked = picked[:limit]
     offered = {name for task, near in picked for name in [*near, *(step.tool for step in task.steps)]}
-    return {
-        "system_prompt": BFCL_SYSTEM_PROMPT,
-        "tools": [tool for name, tool in schemas.items() if name in offered],
-        "tasks": [task for task, _ in picked],
-    }
+    tools = [tool for name, tool in schemas.items() if name in offered]
+    return {"system_prompt": BFCL_SYSTEM_PROMPT, "tools": tools, "tasks": [_with_equivalents(task, tools) for task, _ in picked]}
+
+
+# words that say how a tool is framed, not what it computes
+GENERIC_WORDS = frozenset("get calc calculate compute find fetch retrieve math solve roots equation algebra run stats".split())
+
+
+def _with_equivalents(task: Task, tools: list[dict[str, Any]]) -> Task:
+    """The task with its step's duplicates in the pool (`calculate_gcd`, `math_gcd`, `number_theory_gcd`).
+
+    Two tools are duplicates when they require the same parameters and their names differ only in
+    framing words (`math_roots_quadratic`, `solve_quadratic_equation`), or when their names end in the same word (up to a plural or -ize:
+    `factors`, `factorize`; or an abbreviation: `prob`, `probability`), and the shorter name's other words are all in the longer's (the environment still wants
+    every value the task needs, under whatever parameter names the duplicate has): pooling BFCL items puts several such APIs side by side, and
+    any of them, given the right values, computes the user's answer.
+    """
+    step = task.steps[0]
+    gold = next(t["function"] for t in tools if t["function"]["name"] == step.tool)
+    same = [t["function"]["name"] for t in tools if t["function"]["name"] != step.tool and _duplicates(gold, t["function"])]
+    return task.model_copy(update={"steps": [step.model_copy(update={"equivalents": same})]}) if same else task
+
+
+def _duplicates(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    def stem(word: str) -> str:
+        return re.sub(r"(?:ize|s)$", "", word)
+
+    def family(x: str, y: str) -> bool:
+        short, long = sorted((x, y), key=len)
+        return stem(x) == stem(y) or (len(short) == 4 and long.startswith(short))
+
+    words_a, words_b = (re.findall(r"[a-z]+", f["name"].lower()) for f in (a, b))
+    required_a, required_b = (set(f["parameters"].get("required") or ()) for f in (a, b))
+    if required_a and required_a == required_b and set(words_a) - GENERIC_WORDS == set(words_b) - GENERIC_WORDS:
+        return True  # math_roots_quadratic(a, b, c), solve_quadratic_equation(a, b, c)
+    if not family(words_a[-1], words_b[-1]):
+        return False
+    rest_a, rest_b = (set(w[:4] for w in words[:-1]) - GENERIC_WORDS for words in (words_a, words_b))
+    return rest_a <= rest_b or rest_b <= rest_a
 
 
 def _bfcl_items(category: str) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:

@@ -40,6 +40,11 @@ class Step(Strict):
     tool: str
     arguments: dict[str, Any] = Field(default_factory=dict)
     result: Any = Field(default_factory=lambda: {"status": "ok"}, description="what the tool returns when called right")
+    equivalents: list[str] = Field(
+        default_factory=list,
+        description="other tools that do the same job (a pooled toolbox's duplicates): given the same values, "
+                    "a real backend answers them the same",
+    )
 
 
 class Task(Strict):

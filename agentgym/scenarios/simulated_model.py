@@ -108,6 +108,7 @@ class Turn:
     successes_in_conversation: list[str]  # tools that succeeded so far, all turns
     refused: set[str]  # tools that answered that they cannot serve this request, all turns
     opening_rule: str  # what the system prompt says to do first, if anything
+    request: str  # the request the latest message makes: an earlier one it repeats ("... Again: <request>"), or itself
 
     @classmethod
     def read(cls, messages: list[dict[str, Any]]) -> Turn:
@@ -116,9 +117,12 @@ class Turn:
         said = " \n ".join(text_of(m.get("content")) for m in messages if m.get("role") == "user")
         results = " \n ".join(text_of(m.get("content")) for m in messages if m.get("role") == "tool")
         system = " ".join(text_of(m.get("content")) for m in messages if m.get("role") in ("system", "developer"))
-        opening = " ".join(sentence for sentence in re.split(r"(?<=[.!?])\s+|\n+", system) if _OPENING.search(sentence))
+        opening = " ".join(_opening_clause(sentence) for sentence in re.split(r"(?<=[.!?])\s+|\n+", system)
+                           if _OPENING.search(sentence))
         successes, refused = _outcomes_so_far(messages)
-        return cls(user, messages[last_user + 1 :], said, results, successes, refused, opening)
+        earlier = [text_of(m.get("content")) for m in messages[:max(last_user, 0)] if m.get("role") == "user"]
+        request = next((e for e in reversed(earlier) if e.strip() and user.rstrip().endswith(e.strip())), user)
+        return cls(user, messages[last_user + 1 :], said, results, successes, refused, opening, request)
 
     def outcomes(self) -> list[tuple[str, bool, str]]:
         """(tool name, succeeded, result) for each tool call since the user spoke, in order."""
@@ -323,7 +327,7 @@ class SimulatedModel:
                missing: set[str] = frozenset()) -> dict[str, Any]:
         calls = []
         for tool in chosen:
-            arguments = fill_arguments(tool.get("parameters") or {}, turn.said, turn.results, turn.user, tool["name"],
+            arguments = fill_arguments(tool.get("parameters") or {}, turn.said, turn.results, turn.request, tool["name"],
                                        missing)
             if arguments and rng.random() < self.knobs.argument_error_rate:
                 name = rng.choice(sorted(arguments))
@@ -348,6 +352,15 @@ def _outcomes_so_far(messages: list[dict[str, Any]]) -> tuple[list[str], set[str
             elif "not one it can serve" in result or "cannot serve" in result:
                 refused.add(name)
     return done, refused
+
+
+def _opening_clause(sentence: str) -> str:
+    """What a rule says to do first: the words after "must first" up to the clause's end ("obtain the
+    user id", not the ", then ask for the trip type" after it); a whole "at the beginning, ..." sentence."""
+    match = _OPENING.search(sentence)
+    if match and match.group(2) is None:
+        return re.split(r"[,;]|\bthen\b", sentence[match.end():], maxsplit=1)[0]
+    return sentence
 
 
 def _opening_tools(index: ToolIndex, rule: str) -> set[str]:
@@ -488,8 +501,9 @@ class _Conversation:
 def _closeness(name: str, spec: dict[str, Any], candidate: _Candidate) -> float:
     label = set(words(name, stopwords=frozenset())) | set(words(spec.get("description", ""))[:6])
 
-    def named(word: str) -> bool:  # the same word, or one of its family ("review", "reviewers")
-        return word in label or (len(word) >= 5 and any(w[:5] == word[:5] for w in label if len(w) >= 5))
+    def named(word: str) -> bool:  # the same word, or one of its family ("bin", "bins"; "review", "reviewers")
+        return (word in label or word + "s" in label or word.removesuffix("s") in label
+                or (len(word) >= 5 and any(w[:5] == word[:5] for w in label if len(w) >= 5)))
 
     near = sum(1.0 / (1 + distance) for distance, word in enumerate(reversed(candidate.before)) if named(word))
     near += sum(0.5 / (1 + distance) for distance, word in enumerate(candidate.after) if named(word))
@@ -528,6 +542,8 @@ def fill_arguments(schema: dict[str, Any], said: str, results: str = "", latest:
         items = spec.get("items") or {}
         examples = _examples(spec.get("description", "")) or _examples(items.get("description", ""))
         options = spec.get("enum") or items.get("enum")
+        # options a description quotes ("Can be 'list' ... or 'dictionary' ..."), taken when the user names one
+        quoted = [] if options else [q for q in _QUOTED.findall(spec.get("description", "")) if re.fullmatch(r"[\w.-]+", q)]
         if name in given:
             arguments[name] = _typed(given[name], kind)
         elif options:
@@ -535,6 +551,8 @@ def fill_arguments(schema: dict[str, Any], said: str, results: str = "", latest:
             if named or name in required:
                 value = named[0] if named else _enum_guess(options, said)
                 arguments[name] = (named or [value]) if kind == "array" else value
+        elif len(quoted) >= 2 and (named := _enum_named(quoted, (latest, said), set(words(tool_name)))):
+            arguments[name] = named if kind == "array" else named[0]
         elif "email" in name:
             emails = _EMAIL.findall(said) or _EMAIL.findall(results)
             if emails or name in required:
@@ -624,7 +642,8 @@ def _enum_guess(options: list[Any], said: str) -> Any:
     return max(options, key=lambda o: len(set(words(str(o))) & context_words))
 
 
-_ENTITY = re.compile(r"\b(?:[A-Z][a-z]+|[A-Z]{2,})(?:\s+(?:[A-Z][a-z]+|[A-Z]{2,}))*\b")
+_DATE_WORDS = r"(?:January|February|March|April|May|June|July|August|September|October|November|December)\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4}"
+_ENTITY = re.compile(rf"\b(?:{_DATE_WORDS}|(?:[A-Z][a-z]+|[A-Z]{{2,}})(?:\s+(?:[A-Z][a-z]+|[A-Z]{{2,}}))*)\b")
 _NUMBER_LIST = re.compile(r"-?\d+(?:\.\d+)?(?:\s*,\s*(?:and\s+)?-?\d+(?:\.\d+)?){2,}")
 
 
@@ -651,7 +670,7 @@ def _free_text(said: str, latest: str) -> str:
     quoted = re.findall(r"'([^']{3,})'|\"([^\"]{3,})\"", source)
     if quoted:
         return next(q for q in quoted[-1] if q)
-    return said.strip().splitlines()[-1][:120] if said.strip() else ""
+    return source.strip().splitlines()[-1][:120] if source.strip() else ""
 
 
 def _typed(value: str, kind: str) -> Any:
