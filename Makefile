@@ -32,6 +32,9 @@ $(LITELLM_VENV)/.installed: $(VENV)/.installed
 bench: $(VENV)/.installed $(LITELLM_VENV)/.installed
 	$(VENV)/bin/python benchmarks/proxy_overhead.py
 	$(VENV)/bin/python benchmarks/recorder_throughput.py
+	$(VENV)/bin/python benchmarks/scenario_baselines.py --episodes 500 --seed 0
+	$(VENV)/bin/python benchmarks/planner_speed.py --decisions 10000 --device cpu
+	$(VENV)/bin/python benchmarks/bfcl_heldout.py --rounds 6 --seed 0
 
 clean:
 	rm -rf $(VENV) .pytest_cache

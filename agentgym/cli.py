@@ -66,7 +66,11 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
 ) -> None:
     """Run the proxy: point OPENAI_BASE_URL at http://HOST:PORT/v1."""
+    import faulthandler
+
     import uvicorn
+
+    faulthandler.enable()  # a fatal signal in native code (DuckDB, torch) leaves every thread's stack in the log
 
     from agentgym.proxy.app import create_app
 

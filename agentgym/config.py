@@ -93,8 +93,7 @@ class PlannerConfig(Section):
     policies_dir: Path | None = Field(None, description="the policy registry; default: the store's path + .policies")
     refresh_s: float = Field(1.0, description="how often the registry is checked for a newly promoted version")
     epsilon: float = Field(0.05, ge=0, le=1, description="share of uniform exploration mixed into the policy")
-    force_above: float = Field(0.6, gt=0, le=1, description="a tool this likely is forced with tool_choice")
-    coverage: float = Field(0.9, gt=0, le=1, description="otherwise offer the likeliest tools up to this probability")
+    coverage: float = Field(0.9, gt=0, le=1, description="\"offer\" keeps the likeliest tools up to this probability")
     max_offered: int = Field(5, ge=1, description="and at most this many")
     seed: int | None = Field(None, description="seed for the exploration draws (tests, benchmarks)")
 
@@ -116,6 +115,8 @@ class TrainerConfig(Section):
     learning_rate: float = Field(0.05, gt=0)
     clip: float = Field(0.2, gt=0, description="PPO/GRPO ratio clip")
     kl: float = Field(0.02, ge=0, description="weight of the KL term to the version that served the batch")
+    weight_decay: float = Field(2.0, ge=0, description="decoupled weight decay (AdamW) of the learned terms "
+                                "toward the text-similarity prior: less memorising of the requests trained on")
     outcome_weight: float = Field(1.0, ge=0, description="weight of the tool scores' lesson from each call's "
                                   "outcome (the model's own choices included)")
     gate_margin: float = Field(0.0, ge=0, description="a new version may estimate at most this much below the current")

@@ -71,6 +71,24 @@ def test_optional_arguments_are_given_when_the_conversation_names_them():
     assert fill_arguments(schema, "Look at acme/billing.", latest="Look at acme/billing.") == {"repo": "acme/billing"}
 
 
+def test_addresses_are_parsed_and_a_value_said_again_is_read_where_said_last():
+    address = {"type": "object", "required": ["order_id", "address1", "address2", "city", "state", "country", "zip"],
+               "properties": {"order_id": {"type": "string", "description": "The order id, such as '#W0000000'."},
+                              **{k: {"type": "string", "description": f"The {k}, such as 'X'."}
+                                 for k in ("address1", "address2", "city", "state", "country", "zip")}}}
+    said = "Ship my pending order #W2912646 to 953 Park Avenue, Suite 613, New York, NY, USA, 10064."
+    assert fill_arguments(address, said, latest=said) == {
+        "order_id": "#W2912646", "address1": "953 Park Avenue", "address2": "Suite 613", "city": "New York",
+        "state": "NY", "country": "USA", "zip": "10064"}
+    # the order just asked about, though a tool result names another one closer to the words "order id"
+    orders = {"type": "object", "required": ["order_id"],
+              "properties": {"order_id": {"type": "string", "description": "The order id, such as '#W0000000'."}}}
+    said = "Cancel order #W1111111. \n Now change the items in my order #W2222222, please."
+    results = '{"order_id":"#W1111111","status":"cancelled"} {"order_id":"#W2222222","status":"pending"}'
+    assert fill_arguments(orders, said, results, latest="Now change the items in my order #W2222222, please.") == {
+        "order_id": "#W2222222"}
+
+
 def test_values_go_to_parameters_in_the_order_said():
     dates = {"type": "object", "required": ["start_date", "end_date"],
              "properties": {"start_date": {"type": "string", "description": "First day, such as '2024-07-01'."},

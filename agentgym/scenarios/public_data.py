@@ -394,7 +394,7 @@ def bfcl(categories: list[str] | None = None, limit: int | None = None, seed: in
     schemas: dict[str, dict[str, Any]] = {}  # first schema per tool name, in data order
     chosen: dict[str, tuple[Task, list[str]]] = {}  # question -> task, its in-topic candidates
     for category in categories or BFCL_CATEGORIES:
-        for item, answer in _bfcl_items(category):
+        for item, answer in bfcl_items(category):
             task = _bfcl_task(item, answer, schemas)
             if task and task.user not in chosen:
                 chosen[task.user] = (task, [_tool_name(f["name"]) for f in item["function"] if _about_data(f)])
@@ -443,7 +443,7 @@ def _duplicates(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return rest_a <= rest_b or rest_b <= rest_a
 
 
-def _bfcl_items(category: str) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+def bfcl_items(category: str) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """(question entry, ground-truth entry) pairs; both files are JSON Lines in the same id order."""
     folder = data_dir() / "bfcl_v4"
     questions = (folder / f"BFCL_v4_{category}.json").read_text().splitlines()
@@ -467,7 +467,7 @@ def _bfcl_task(item: dict[str, Any], answer: dict[str, Any], schemas: dict[str, 
     if not _about_data(function) or not arguments:
         return None
     for candidate in item["function"]:
-        schemas.setdefault(_tool_name(candidate["name"]), _openai_tool(candidate))
+        schemas.setdefault(_tool_name(candidate["name"]), openai_tool(candidate))
     offered = schemas[_tool_name(gold)]["function"]["parameters"].get("properties", {})
     if not set(arguments) <= set(offered):
         return None  # an earlier item's schema of the same name won, and it lacks these parameters
@@ -498,7 +498,7 @@ def _tool_name(name: str) -> str:
     return name.replace(".", "_")
 
 
-def _openai_tool(function: dict[str, Any]) -> dict[str, Any]:
+def openai_tool(function: dict[str, Any]) -> dict[str, Any]:
     return {"type": "function", "function": {"name": _tool_name(function["name"]),
                                              "description": function["description"],
                                              "parameters": _json_schema(function["parameters"])}}

@@ -531,6 +531,8 @@ def fill_arguments(schema: dict[str, Any], said: str, results: str = "", latest:
     required = set(schema.get("required") or list(properties)[:1]) | set(missing)
 
     given = {k: v.strip("\"'") for k, v in _KEY_VALUE.findall(conversation.text)}
+    if "city" in properties:  # an address said on one line goes to the address fields, as a reader parses it
+        given = {**_address_fields(latest or said, properties), **given}
     arguments: dict[str, Any] = {}
     claims: dict[str, list[tuple[tuple[bool, float, bool, int], str, _Candidate]]] = {}
     number_candidates = conversation.candidates(_NUMBER.pattern)
@@ -591,6 +593,21 @@ def fill_arguments(schema: dict[str, Any], said: str, results: str = "", latest:
     return arguments
 
 
+_ADDRESS = re.compile(r"(?<![\w#])(\d+ [A-Z][^,.;]*?), (?:([^,]*\d[^,]*), )?([A-Z][A-Za-z .'-]+), ([A-Z]{2}), ([A-Z][A-Za-z .]+), (\d{5}(?:-\d{4})?)")
+ADDRESS_FIELDS = (("address1", "address_line1", "street"), ("address2", "address_line2"), ("city",), ("state",),
+                  ("country",), ("zip", "zip_code", "postal_code"))
+
+
+def _address_fields(text: str, properties: dict[str, Any]) -> dict[str, str]:
+    """The last one-line postal address in `text` ("953 Park Avenue, Suite 613, New York, NY, USA,
+    10064"), as the schema's address parameters name its parts."""
+    found = list(_ADDRESS.finditer(text))
+    if not found:
+        return {}
+    parts = found[-1].groups()
+    return {name: parts[i] or "" for i, names in enumerate(ADDRESS_FIELDS) for name in names if name in properties}
+
+
 def _assign_shaped(claims: dict[str, list[tuple[tuple[bool, float, bool, int], str, _Candidate]]],
                    properties: dict[str, dict[str, Any]], required: set[str], arguments: dict[str, Any]) -> None:
     """Each shaped value goes to the parameter whose words stand nearest it; each parameter takes its best.
@@ -600,14 +617,21 @@ def _assign_shaped(claims: dict[str, list[tuple[tuple[bool, float, bool, int], s
     """
     won: dict[str, list[tuple[tuple[bool, float, bool, int], _Candidate]]] = {}
     for options in sorted(claims.values(), key=lambda options: min(o[2].start for o in options)):  # as said
+        # per parameter: the value's best-placed mention (just said, then nearest words), and its nearest words anywhere
+        best: dict[str, tuple[tuple[bool, float, bool, int], _Candidate]] = {}
+        near: dict[str, float] = {}
+        for rank, name, candidate in options:
+            if name not in best or rank > best[name][0]:
+                best[name] = (rank, candidate)
+            near[name] = max(near.get(name, 0.0), rank[1])
         # a parameter with no value yet first, unless it takes a list ("coefficients 2, 3 and -4": a, b, c);
         # then the nearest words
-        rank, name, candidate = max(options, key=lambda o: (
-            o[1] in required or o[0][1] > 0, o[1] not in won or (properties.get(o[1]) or {}).get("type") == "array",
-            o[0][1], -list(properties).index(o[1])))
+        name = max(best, key=lambda n: (n in required or near[n] > 0,
+                                        n not in won or (properties.get(n) or {}).get("type") == "array",
+                                        near[n], -list(properties).index(n)))
         # an optional parameter takes a value named for it, or one just said that nothing else could take
-        if name in required or rank[1] > 0 or (candidate.latest and len({o[1] for o in options}) == 1):
-            won.setdefault(name, []).append((rank, candidate))
+        if name in required or near[name] > 0 or (best[name][1].latest and len(best) == 1):
+            won.setdefault(name, []).append(best[name])
     taken = {id(c) for pairs in won.values() for _, c in pairs}
     for name in {name for options in claims.values() for _, name, _ in options}:
         mine = won.get(name)

@@ -121,7 +121,10 @@ class TorchEngine:
         called, called_ok = as_tensor(batch.called)[labelled], as_tensor(batch.called_ok)[labelled]
         with torch.no_grad():
             before = probabilities(params)
-        optimizer = torch.optim.Adam(params.values(), lr=config.learning_rate)
+        learned = [params[k] for k in ("P", "Q", "U", "b", "v", "v_offer")]  # the prior's scale and biases stay
+        optimizer = torch.optim.AdamW([{"params": learned, "weight_decay": config.weight_decay},
+                                       {"params": [params[k] for k in ("alpha", "b_defer", "b_offer")],
+                                        "weight_decay": 0.0}], lr=config.learning_rate)
         rows = torch.arange(len(batch), device=device)
         for _ in range(config.steps):
             now = probabilities(params)

@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 HOLD_OUT = 5  # one episode in five is kept out of the update, for the gate
 
 
-def _held_out(episode: str, seed: int) -> bool:
-    return int.from_bytes(hashlib.blake2b(f"{seed}:{episode}".encode(), digest_size=4).digest(), "little") % HOLD_OUT == 0
+def held_out_for_gate(key: str, seed: int) -> bool:
+    """One key (an episode) in HOLD_OUT, the same in every process: kept out of the update for the gate."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=4).digest(), "little") % HOLD_OUT == 0
 
 
 SERVED_EPISODES_SQL = """
@@ -62,7 +63,7 @@ def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Enc
     batch = usable(read_batch(con, trainer.reward, scope, versions=versions))
     if len(batch) < trainer.min_decisions:
         return {"status": "waiting", "live": live, "decisions": len(batch), "needed": trainer.min_decisions}
-    held_out = np.array([_held_out(e, trainer.seed) for e in batch.episodes], bool)
+    held_out = np.array([held_out_for_gate(e, trainer.seed) for e in batch.episodes], bool)
     train, holdout = batch.only(~held_out), batch.only(held_out)
     new, stats = (engine or TorchEngine()).update(train, current, encoder, trainer, planner.epsilon)
     # judged on episodes it did not train on: on its own batch any update looks better
@@ -107,8 +108,10 @@ class Schedule:
     def start(self) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
 
-        logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)  # "skipped: a round is running" is normal
-        self._scheduler = BackgroundScheduler(daemon=True)
+        # its own logger: "skipped: a round is running" is normal, and litellm's import resets apscheduler's to WARNING
+        quiet = logging.getLogger("agentgym.trainer.scheduler")
+        quiet.setLevel(logging.ERROR)
+        self._scheduler = BackgroundScheduler(daemon=True, logger=quiet)
         self._scheduler.add_job(self.check, "interval", seconds=self.trainer.check_s, max_instances=1,
                                 coalesce=True, id="agentgym-trainer")
         self._scheduler.start()
