@@ -90,6 +90,7 @@ def serve(
         port=settings.server.port,
         log_level=log_level,
         access_log=False,
+        timeout_keep_alive=settings.server.keep_alive_s,
         timeout_graceful_shutdown=30,
     )
 
@@ -323,7 +324,8 @@ def serve_model(
         err.print(f"[red]bad --knob:[/red] {exc}")
         raise typer.Exit(2) from exc
     err.print(f"simulated model on http://{host}:{port}/v1 ({knobs.model_dump()})")
-    uvicorn.run(create_model_app(knobs, seed), host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(create_model_app(knobs, seed), host=host, port=port, log_level="warning", access_log=False,
+                timeout_keep_alive=75)  # as the proxy's: the proxy's pooled client closes idle connections first
 
 
 def _scenario(name: str):

@@ -27,6 +27,9 @@ class ServerConfig(Section):
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = Field(10_000_000, description="larger request bodies get 413")
+    keep_alive_s: float = Field(75.0, gt=0, description="idle client connections are kept this long: longer than "
+                                "clients' own pool expiry (httpx and the openai SDK: 5 s), so a client never "
+                                "sends on a connection the proxy is closing")
     proxy_keys: list[str] = Field(
         default_factory=list,
         description="if set, clients must send one of these as `Authorization: Bearer KEY`",
@@ -92,7 +95,7 @@ class PlannerConfig(Section):
     enabled: bool = Field(True, description="apply the live policy; off: requests pass unchanged, nothing is decided")
     policies_dir: Path | None = Field(None, description="the policy registry; default: the store's path + .policies")
     refresh_s: float = Field(1.0, description="how often the registry is checked for a newly promoted version")
-    epsilon: float = Field(0.05, ge=0, le=1, description="share of uniform exploration mixed into the policy")
+    epsilon: float = Field(0.01, ge=0, le=1, description="share of uniform exploration mixed into the policy")
     coverage: float = Field(0.9, gt=0, le=1, description="\"offer\" keeps the likeliest tools up to this probability")
     max_offered: int = Field(5, ge=1, description="and at most this many")
     seed: int | None = Field(None, description="seed for the exploration draws (tests, benchmarks)")

@@ -34,7 +34,7 @@ import numpy as np
 from agentgym.config import PlannerConfig, TrainerConfig
 from agentgym.proxy.planner import spec_hash, tool_text
 from agentgym.scenarios.environment import Environment
-from agentgym.scenarios.public_data import bfcl_items, openai_tool
+from agentgym.scenarios.public_data import bfcl_items, openai_tool, tool_name
 from agentgym.scenarios.scenario import Step, Task
 from agentgym.scenarios.simulated_model import ModelKnobs, SimulatedModel
 from agentgym.trainer.batch import Batch
@@ -65,8 +65,7 @@ def load_items() -> list[Item]:
                 continue
             question = " ".join(m["content"] for turn in raw["question"] for m in turn if m["role"] == "user").strip()
             tools = [openai_tool(f) for f in raw["function"]]
-            gold = openai_tool({"name": next(iter(answer["ground_truth"][0])), "description": "", "parameters": {}})
-            items.append(Item(raw["id"], question, tools, gold["function"]["name"]))
+            items.append(Item(raw["id"], question, tools, tool_name(next(iter(answer["ground_truth"][0])))))
     return items
 
 

@@ -122,3 +122,24 @@ def test_streams_are_recorded_like_non_streaming_calls(proxy):
     calls = con.execute("SELECT inference_id, position, name, arguments FROM tool_calls ORDER BY inference_id, position").fetchall()
     assert sorted((c[2], orjson.loads(c[3])) for c in calls) == sorted(
         [("get_weather", {"city": "Lima"}), ("get_time", {"tz": "PET"})] * 2)
+
+
+def test_an_idle_client_connection_outlives_the_clients_own_pool_expiry(shared_proxy):
+    """httpx (and so the openai SDK) keeps idle connections 5 s; were the proxy to close them at
+    5 s too, a client could send on a connection being closed and get a read error. The proxy
+    keeps them `server.keep_alive_s` (75 s): the same socket still answers after 6 s idle."""
+    import http.client
+    import time
+    from urllib.parse import urlparse
+
+    url = urlparse(shared_proxy.url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
+    try:
+        connection.request("GET", "/healthz")
+        assert connection.getresponse().read() == b'{"status":"ok"}'
+        sock = connection.sock
+        time.sleep(6)
+        connection.request("GET", "/healthz")  # on the same socket: a closed one raises RemoteDisconnected
+        assert connection.sock is sock and connection.getresponse().read() == b'{"status":"ok"}'
+    finally:
+        connection.close()

@@ -92,3 +92,28 @@ def test_registry_refuses_a_corrupt_artifact_and_rolls_back(tmp_path):
     assert registry.index().live == "v1"
     with pytest.raises(ValueError, match="shape"):
         PolicyWeights.from_bytes(PolicyWeights(**{**weights.arrays(), "b": np.zeros(3, np.float32)}).to_bytes())
+
+
+def test_weight_decay_keeps_the_learned_terms_near_the_text_prior_and_leaves_its_scale():
+    """Decay pulls what the update learns toward zero (text similarity alone); alpha and the action biases are not decayed."""
+    from agentgym.config import TrainerConfig
+    from agentgym.trainer.encoder import shared_encoder
+    from agentgym.trainer.engine import TorchEngine
+
+    encoder = shared_encoder()
+    specs = {"ha": ("refund_order", "refund order: money back (order_id)"),
+             "hb": ("cancel_order", "cancel order: stop an order (order_id)")}
+    n = 40
+    contexts = [f"please refund order {i}" if i % 2 else f"cancel order {i} now" for i in range(n)]
+    worked = np.array([1 if (i % 2 == 0) == (i % 4 < 2) else 0 for i in range(n)])  # half the forced tools worked
+    batch = Batch([f"d{i}" for i in range(n)], [f"e{i}" for i in range(n)], ["v1"] * n, contexts, [["ha", "hb"]] * n,
+                  np.array([i % 4 // 2 for i in range(n)]), np.full(n, 0.4), worked.astype(float), np.ones(n),
+                  np.arange(n) % 2, specs, np.array([i % 4 // 2 for i in range(n)]), worked)
+    start = PolicyWeights.zero_shot(encoder.dimensions, seed=0)
+    learned = {}
+    for decay in (0.0, 2.0):
+        new, _ = TorchEngine().update(batch, start, encoder, TrainerConfig(weight_decay=decay, device="cpu"), 0.05)
+        learned[decay] = new
+    size = lambda w: float(np.abs(w.U).sum() + np.abs(w.b).sum() + np.abs(w.P).sum() + np.abs(w.Q).sum())  # noqa: E731
+    assert size(learned[2.0]) < 0.5 * size(learned[0.0])
+    assert abs(float(learned[2.0].alpha[0]) - float(learned[0.0].alpha[0])) < 1.0  # the prior's scale is not decayed

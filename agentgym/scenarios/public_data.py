@@ -397,7 +397,7 @@ def bfcl(categories: list[str] | None = None, limit: int | None = None, seed: in
         for item, answer in bfcl_items(category):
             task = _bfcl_task(item, answer, schemas)
             if task and task.user not in chosen:
-                chosen[task.user] = (task, [_tool_name(f["name"]) for f in item["function"] if _about_data(f)])
+                chosen[task.user] = (task, [tool_name(f["name"]) for f in item["function"] if _about_data(f)])
     picked = list(chosen.values())
     random.Random(seed).shuffle(picked)
     picked = picked[:limit]
@@ -467,11 +467,11 @@ def _bfcl_task(item: dict[str, Any], answer: dict[str, Any], schemas: dict[str, 
     if not _about_data(function) or not arguments:
         return None
     for candidate in item["function"]:
-        schemas.setdefault(_tool_name(candidate["name"]), openai_tool(candidate))
-    offered = schemas[_tool_name(gold)]["function"]["parameters"].get("properties", {})
+        schemas.setdefault(tool_name(candidate["name"]), openai_tool(candidate))
+    offered = schemas[tool_name(gold)]["function"]["parameters"].get("properties", {})
     if not set(arguments) <= set(offered):
         return None  # an earlier item's schema of the same name won, and it lacks these parameters
-    step = {"tool": _tool_name(gold), "arguments": arguments, "result": {"status": "success", "inputs": arguments}}
+    step = {"tool": tool_name(gold), "arguments": arguments, "result": {"status": "success", "inputs": arguments}}
     return Task(id=item["id"], user=question, steps=[step])
 
 
@@ -493,13 +493,13 @@ def _said(value: Any, text: str) -> bool:
     return all(isinstance(v, bool) or str(v) in text for v in (value if isinstance(value, list) else [value]))
 
 
-def _tool_name(name: str) -> str:
+def tool_name(name: str) -> str:
     """OpenAI function names allow no dots."""
     return name.replace(".", "_")
 
 
 def openai_tool(function: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "function", "function": {"name": _tool_name(function["name"]),
+    return {"type": "function", "function": {"name": tool_name(function["name"]),
                                              "description": function["description"],
                                              "parameters": _json_schema(function["parameters"])}}
 
