@@ -16,12 +16,15 @@ sees the scenario's gold steps or the planner. Its behaviour:
   one that answered that the request is not for it.
 - It obeys `tool_choice`: a named function, "none", "required".
 - Arguments come from the conversation: enum values named in it, values shaped like the
-  example a parameter's description gives ("such as '#W0000000'"), emails, numbers, names and
-  listed values, each matched to the parameter whose words stand nearest it. Optional
-  parameters are given when the conversation names a value for them. With probability
-  `argument_error_rate` one value is garbled.
-- It follows the system prompt's opening rule ("at the beginning, authenticate the user") on
-  its first call, with weight `policy_weight`.
+  example a parameter's description gives ("such as '#W0000000'"), options a description
+  quotes, emails, numbers, names, written-out dates, one-line postal addresses and listed
+  values, each matched to the parameter whose words stand nearest it; of a value said twice,
+  the latest mention counts. A request the user repeats ("... Again: <request>") is read for
+  itself, not with the words around it. Optional parameters are given when the conversation
+  names a value for them. With probability `argument_error_rate` one value is garbled.
+- It follows the system prompt's opening rule ("at the beginning, authenticate the user";
+  "must first obtain the user id, then ...": the part before "then") on its first call, with
+  weight `policy_weight`.
 - It reads errors: when one names a tool that must come first, it calls that tool and then
   retries the call that was refused; when one says an argument is missing, it adds it, once.
   Otherwise it answers in text after a success, and gives up after `give_up_after_errors`
