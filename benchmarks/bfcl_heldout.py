@@ -155,9 +155,8 @@ def run(rounds: int, group: int, held_out: float, seed: int, trainer: TrainerCon
         candidate, _ = TorchEngine().update(batch.only(~gated), weights, encoder, trainer, planner.epsilon)
         update_s = time.perf_counter() - started
         holdout = batch.only(gated)
-        verdict = gate(holdout, chosen_probabilities(candidate, holdout, encoder, planner.epsilon),
-                       chosen_probabilities(weights, holdout, encoder, planner.epsilon), margin=trainer.gate_margin,
-                       seed=seed)
+        verdict = gate(holdout, *chosen_probabilities(holdout, encoder, planner.epsilon, candidate, weights),
+                       margin=trainer.gate_margin, seed=seed)
         weights = candidate if verdict["passed"] else weights
         point = {"round": r + 1, "episodes": len(plays) * (r + 1),
                  "train_success": round(float(np.mean([p["ok"] for _, _, p in plays])), 4),

@@ -43,10 +43,7 @@ def curve(name: str, episodes: int, chunk: int, seed: int, extra_env: dict[str, 
     model = local_stack.start_model(work, args=["--scenario", name, "--seed", str(seed)])
     plain = local_stack.start_proxy(f"{model.url}/v1", work / "plain.duckdb", work,
                                     env={**scenario.proxy_env(), "AGENTGYM_PLANNER__ENABLED": "false"})
-    env = {**scenario.proxy_env(), "AGENTGYM_TRAINER__ENABLED": "true",
-           "AGENTGYM_TRAINER__EVERY_EPISODES": str(scenario.training.train_every_episodes),
-           "AGENTGYM_TRAINER__SEED": str(seed), "AGENTGYM_TRAINER__REWARD": scenario.reward.model_dump_json(),
-           "AGENTGYM_PLANNER__SEED": str(seed), **extra_env}
+    env = {**scenario.proxy_env(), **scenario.learning_env(seed), **extra_env}
     db = work / "store.duckdb"
     proxy = local_stack.start_proxy(f"{model.url}/v1", db, work, env=env)
     registry = Registry(default_dir(db))

@@ -91,14 +91,6 @@ def _view(scenario: Scenario, progress: Progress, tally: Tally, report: dict[str
     return Group(Panel(figures, title=title), progress)
 
 
-def _learning(scenario: Scenario, seed: int) -> dict[str, str]:
-    """The proxy's trainer on the scenario's schedule and reward rule: the whole loop, unattended."""
-    return {"AGENTGYM_TRAINER__ENABLED": "true",
-            "AGENTGYM_TRAINER__EVERY_EPISODES": str(scenario.training.train_every_episodes),
-            "AGENTGYM_TRAINER__SEED": str(seed), "AGENTGYM_TRAINER__REWARD": scenario.reward.model_dump_json(),
-            "AGENTGYM_PLANNER__SEED": str(seed)}
-
-
 def run_demo(*, scenario: Scenario, episodes: int, seed: int, db: Path, port: int, concurrency: int,
              console: Console) -> None:
     logs = Path(tempfile.mkdtemp(prefix="agentgym-demo-"))
@@ -107,7 +99,7 @@ def run_demo(*, scenario: Scenario, episodes: int, seed: int, db: Path, port: in
     try:
         proxy = local_stack.start_proxy(f"{model.url}/v1", db, logs, port=port or None,
                                         env={"AGENTGYM_PRICING": json.dumps(DEMO_PRICE), **scenario.proxy_env(),
-                                             **_learning(scenario, seed)})
+                                             **scenario.learning_env(seed)})
         console.print(f"proxy [bold]{proxy.url}/v1[/bold] -> simulated model {model.url}/v1; store {db}; logs {logs}")
         _drive(scenario, proxy.url, db, episodes=episodes, seed=seed, concurrency=concurrency, console=console)
         if not proxy.stop():

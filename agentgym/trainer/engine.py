@@ -97,19 +97,20 @@ class TorchEngine:
             per_tool = (contexts @ p["P"]) @ (tools @ p["Q"]).T + contexts @ p["U"][buckets].T + p["b"][buckets]
             return p["alpha"][0] * similarity + torch.gather(per_tool, 1, candidates)
 
-        def probabilities(p: dict[str, torch.Tensor]) -> torch.Tensor:
-            scores = torch.cat([tool_scores(p), (contexts @ p["v_offer"] + p["b_offer"][0]).unsqueeze(1),
+        def probabilities(p: dict[str, torch.Tensor], forced: torch.Tensor) -> torch.Tensor:
+            """`forced`: tool_scores(p), computed once a step for this and the outcome term."""
+            scores = torch.cat([forced, (contexts @ p["v_offer"] + p["b_offer"][0]).unsqueeze(1),
                                 (contexts @ p["v"] + p["b_defer"][0]).unsqueeze(1)], dim=1)
             soft = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
             return ((1 - epsilon) * soft + epsilon / valid) * mask
 
-        def outcome_loss(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        def outcome_loss(forced: torch.Tensor) -> torch.Tensor:
             """The tool scores, as a classifier of which tool works here: up for a call that
             worked, down for one that failed, whatever the action was (the model's own choices
             under "defer" too)."""
             if not labelled.any():
                 return torch.zeros((), device=device)
-            log_p = torch.log_softmax(tool_scores(p)[labelled].masked_fill(~mask[labelled, :-2], float("-inf")), dim=1)
+            log_p = torch.log_softmax(forced[labelled].masked_fill(~mask[labelled, :-2], float("-inf")), dim=1)
             chosen_log_p = log_p[torch.arange(len(called), device=device), called]
             worked = called_ok.float()
             return -(worked * chosen_log_p + (1 - worked) * torch.log1p(-chosen_log_p.exp().clamp(max=1 - 1e-6))).mean()
@@ -120,24 +121,25 @@ class TorchEngine:
         labelled = as_tensor((batch.called >= 0) & (batch.called_ok >= 0))
         called, called_ok = as_tensor(batch.called)[labelled], as_tensor(batch.called_ok)[labelled]
         with torch.no_grad():
-            before = probabilities(params)
+            before = probabilities(params, tool_scores(params))
         learned = [params[k] for k in ("P", "Q", "U", "b", "v", "v_offer")]  # the prior's scale and biases stay
         optimizer = torch.optim.AdamW([{"params": learned, "weight_decay": config.weight_decay},
                                        {"params": [params[k] for k in ("alpha", "b_defer", "b_offer")],
                                         "weight_decay": 0.0}], lr=config.learning_rate)
         rows = torch.arange(len(batch), device=device)
         for _ in range(config.steps):
-            now = probabilities(params)
+            forced = tool_scores(params)
+            now = probabilities(params, forced)
             ratio = now[rows, chosen] / propensity
             surrogate = torch.minimum(ratio * advantage, ratio.clamp(1 - config.clip, 1 + config.clip) * advantage)
             loss = (-(weight * surrogate).sum() + config.kl * (weight * kl_from_before(now)).sum()
-                    + config.outcome_weight * outcome_loss(params))
+                    + config.outcome_weight * outcome_loss(forced))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         new = PolicyWeights(**{k: v.detach().cpu().numpy().astype(np.float32) for k, v in params.items()})
         with torch.no_grad():
-            final_kl = float((weight * kl_from_before(probabilities(params))).sum())
+            final_kl = float((weight * kl_from_before(probabilities(params, tool_scores(params)))).sum())
         return new, {"engine": self.name, "device": str(device), "decisions": len(batch),
                      "episodes": len(set(batch.episodes)), "steps": config.steps, "seed": config.seed,
                      "loss": float(loss.detach()), "kl": final_kl, "mean_reward": float(np.average(batch.rewards,
@@ -145,16 +147,19 @@ class TorchEngine:
                      "seconds": round(time.perf_counter() - started, 3)}
 
 
-def chosen_probabilities(weights: PolicyWeights, batch: Batch, encoder: Encoder, epsilon: float) -> np.ndarray:
-    """Each logged choice's probability under `weights` (numpy, as the planner computes it)."""
+def chosen_probabilities(batch: Batch, encoder: Encoder, epsilon: float, *weights: PolicyWeights) -> list[np.ndarray]:
+    """Each logged choice's probability under each of `weights` (numpy, as the planner computes it);
+    the batch is encoded once for all of them."""
     from agentgym.trainer.policy import probabilities
 
     arrays = Tensors.of(batch, encoder)
-    out = np.empty(len(batch))
+    out = [np.empty(len(batch)) for _ in weights]
     for i in range(len(batch)):
         n = int(arrays.mask[i].sum()) - 2
         index = arrays.candidates[i, :n]
-        probs = probabilities(weights.scores(arrays.contexts[i], arrays.tools[index], arrays.buckets[index]), epsilon)
         choice = int(batch.choices[i])
-        out[i] = probs[n + 1 if choice == DEFER else n if choice == OFFER else choice]
+        column = n + 1 if choice == DEFER else n if choice == OFFER else choice
+        for probs_of, w in zip(out, weights, strict=True):
+            probs_of[i] = probabilities(w.scores(arrays.contexts[i], arrays.tools[index], arrays.buckets[index]),
+                                        epsilon)[column]
     return out

@@ -67,9 +67,8 @@ def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Enc
     train, holdout = batch.only(~held_out), batch.only(held_out)
     new, stats = (engine or TorchEngine()).update(train, current, encoder, trainer, planner.epsilon)
     # judged on episodes it did not train on: on its own batch any update looks better
-    gate = evaluate(holdout, chosen_probabilities(new, holdout, encoder, planner.epsilon),
-                    chosen_probabilities(current, holdout, encoder, planner.epsilon), margin=trainer.gate_margin,
-                    seed=trainer.seed)
+    gate = evaluate(holdout, *chosen_probabilities(holdout, encoder, planner.epsilon, new, current),
+                    margin=trainer.gate_margin, seed=trainer.seed)
     version = registry.register(new, parent=live, encoder=ENCODER_ID, encoder_checksum=encoder.checksum,
                                 training=stats, gate=gate, engine=stats["engine"])
     result = {"status": "registered", "version": version.version, "parent": live, "training": stats, "gate": gate,
