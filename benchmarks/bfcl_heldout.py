@@ -15,7 +15,12 @@ update serves the next round, as a training round in the proxy does.
 After each round: top-1 (the planner's best-scored tool is the gold one) and top-3 recall on
 the held-out items, beside the zero-shot baseline (the encoder's cosine similarity alone).
 
+`--encoder` picks what reads the texts: `static` (the distilled encoder the proxy serves with;
+the scorer alone trains), `minilm` (all-MiniLM-L6-v2 itself, fixed) or `minilm-tuned` (MiniLM
+fine-tuned with the scorer in each update, on a GPU; a refused update puts its weights back).
+
     .venv/bin/python benchmarks/bfcl_heldout.py [--rounds 6] [--group 4] [--held-out 0.3] [--seed 0]
+        [--encoder static|minilm|minilm-tuned] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -70,13 +75,19 @@ def load_items() -> list[Item]:
 
 
 class Scorer:
-    """The planner's arithmetic for one item: encoded context and candidates, cached."""
+    """The planner's arithmetic for one item: encoded context and candidates, cached until the
+    encoder changes (`refresh`)."""
 
-    def __init__(self, items: list[Item]) -> None:
-        encoder = shared_encoder()
-        self.context = dict(zip([i.id for i in items], encoder.encode_many([i.question for i in items]), strict=True))
+    def __init__(self, items: list[Item], encoder: Any) -> None:
+        self.items, self.encoder = items, encoder
+        self.refresh()
+
+    def refresh(self) -> None:
+        items = self.items
+        self.context = dict(zip([i.id for i in items], self.encoder.encode_many([i.question for i in items]),
+                                strict=True))
         texts = sorted({tool_text(t["function"]) for i in items for t in i.tools})
-        self.tool = dict(zip(texts, encoder.encode_many(texts), strict=True))
+        self.tool = dict(zip(texts, self.encoder.encode_many(texts), strict=True))
 
     def scores(self, weights: PolicyWeights, item: Item) -> np.ndarray:
         texts = [tool_text(t["function"]) for t in item.tools]
@@ -129,12 +140,24 @@ def evaluate(weights: PolicyWeights, scorer: Scorer, items: list[Item]) -> dict[
     return {"top1": round(top1 / len(items), 4), "top3_recall": round(top3 / len(items), 4)}
 
 
-def run(rounds: int, group: int, held_out: float, seed: int, trainer: TrainerConfig) -> dict[str, Any]:
+def encoder_for(name: str, device: str) -> Any:
+    if name == "static":
+        return shared_encoder()
+    from agentgym.trainer.transformer_encoder import TransformerEncoder
+
+    return TransformerEncoder(device="cuda" if device == "auto" else device)
+
+
+def run(rounds: int, group: int, held_out: float, seed: int, trainer: TrainerConfig, encoder_name: str = "static",
+        encoder_lr: float = 2e-5, minibatch: int = 1024) -> dict[str, Any]:
     items = load_items()
     random.Random(seed).shuffle(items)
     cut = int(len(items) * (1 - held_out))
     train, test = items[:cut], items[cut:]
-    scorer = Scorer(items)
+    encoder = encoder_for(encoder_name, trainer.device)
+    tuned = encoder_name == "minilm-tuned"
+    engine = TorchEngine(encoder_learning_rate=encoder_lr, minibatch=minibatch) if tuned else TorchEngine()
+    scorer = Scorer(items, encoder)
     planner = PlannerConfig(seed=seed)
     model = SimulatedModel(ModelKnobs(), seed)
     rng = np.random.default_rng(seed)
@@ -143,7 +166,6 @@ def run(rounds: int, group: int, held_out: float, seed: int, trainer: TrainerCon
     zero_shot = evaluate(weights, scorer, test)
     print(json.dumps({"items": len(items), "train": len(train), "held_out": len(test), "zero_shot": zero_shot}), flush=True)
     curve = []
-    encoder = shared_encoder()
     for r in range(rounds):
         plays = [(item, k, play(item, weights, scorer, model, planner, rng, seed * 1_000_003 + r * 10_007 + k))
                  for item in train for k in range(group)]
@@ -151,21 +173,35 @@ def run(rounds: int, group: int, held_out: float, seed: int, trainer: TrainerCon
         # episodes, so the gate sees requests the update did not)
         batch = batch_of(plays)
         gated = np.array([held_out_for_gate(item.id, seed) for item, _, _ in plays])
+        serving = encoder.state() if tuned else None
         started = time.perf_counter()
-        candidate, _ = TorchEngine().update(batch.only(~gated), weights, encoder, trainer, planner.epsilon)
+        candidate, stats = engine.update(batch.only(~gated), weights, encoder, trainer, planner.epsilon)
         update_s = time.perf_counter() - started
         holdout = batch.only(gated)
-        verdict = gate(holdout, *chosen_probabilities(holdout, encoder, planner.epsilon, candidate, weights),
-                       margin=trainer.gate_margin, seed=seed)
-        weights = candidate if verdict["passed"] else weights
+        if tuned:  # each version is scored with its own encoder
+            new_p = chosen_probabilities(holdout, encoder, planner.epsilon, candidate)[0]
+            trained = encoder.state()
+            encoder.restore(serving)
+            probs = [new_p, *chosen_probabilities(holdout, encoder, planner.epsilon, weights)]
+        else:
+            probs = chosen_probabilities(holdout, encoder, planner.epsilon, candidate, weights)
+        verdict = gate(holdout, *probs, margin=trainer.gate_margin, seed=seed)
+        if verdict["passed"]:
+            weights = candidate
+            if tuned:
+                encoder.restore(trained)
+                scorer.refresh()
         point = {"round": r + 1, "episodes": len(plays) * (r + 1),
                  "train_success": round(float(np.mean([p["ok"] for _, _, p in plays])), 4),
                  "forced_share": round(float(np.mean([p["choice"] >= 0 for _, _, p in plays])), 4),
                  "gate": {k: verdict[k] for k in ("passed", "difference", "ci95")},
-                 **evaluate(weights, scorer, test), "update_s": round(update_s, 2)}
+                 **evaluate(weights, scorer, test), "update_s": round(update_s, 2),
+                 "decisions_per_s": stats["decisions_per_s"]}
         curve.append(point)
         print(json.dumps(point), flush=True)
-    return {"date": date.today().isoformat(), "seed": seed, "categories": list(CATEGORIES), "group": group,
+    return {"date": date.today().isoformat(), "seed": seed, "encoder": encoder_name,
+            "encoder_learning_rate": encoder_lr if tuned else None, "minibatch": minibatch if tuned else None,
+            "device": stats["device"] if curve else None, "categories": list(CATEGORIES), "group": group,
             "items": len(items), "train_items": len(train), "held_out_items": len(test),
             "held_out_gold_seen_in_training": round(sum(i.gold in seen for i in test) / len(test), 4),
             "zero_shot": zero_shot, "trained": curve[-1] if curve else zero_shot, "curve": curve,
@@ -179,13 +215,20 @@ def main() -> None:
     parser.add_argument("--held-out", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--encoder", default="static", choices=["static", "minilm", "minilm-tuned"])
+    parser.add_argument("--encoder-lr", type=float, default=2e-5, help="minilm-tuned: the encoder's learning rate")
+    parser.add_argument("--minibatch", type=int, default=1024, help="minilm-tuned: decisions per step")
     parser.add_argument("--trainer", action="append", default=[], metavar="KEY=VALUE", help="a trainer setting")
     args = parser.parse_args()
     trainer = TrainerConfig.model_validate({"seed": args.seed, "device": args.device,
                                             **dict(item.split("=", 1) for item in args.trainer)})
-    result = run(args.rounds, args.group, args.held_out, args.seed, trainer)
+    result = run(args.rounds, args.group, args.held_out, args.seed, trainer, args.encoder, args.encoder_lr,
+                 args.minibatch)
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"bfcl_heldout-{result['date']}.json"
+    tuned = f"-lr{args.encoder_lr:g}" if args.encoder == "minilm-tuned" else ""
+    suffix = ("" if (args.encoder, args.device) == ("static", "cpu")
+              else f"-{args.encoder}{tuned}-{args.device}-seed{args.seed}")
+    path = RESULTS / f"bfcl_heldout{suffix}-{result['date']}.json"
     path.write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "curve"}, indent=1))
 

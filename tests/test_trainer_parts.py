@@ -117,3 +117,33 @@ def test_weight_decay_keeps_the_learned_terms_near_the_text_prior_and_leaves_its
     size = lambda w: float(np.abs(w.U).sum() + np.abs(w.b).sum() + np.abs(w.P).sum() + np.abs(w.Q).sum())  # noqa: E731
     assert size(learned[2.0]) < 0.5 * size(learned[0.0])
     assert abs(float(learned[2.0].alpha[0]) - float(learned[0.0].alpha[0])) < 1.0  # the prior's scale is not decayed
+
+
+def test_fine_tuning_the_encoder_moves_it_toward_the_choice_that_paid():
+    """The GPU path, run here on the CPU at a toy size: the loss's gradient reaches MiniLM's weights."""
+    from agentgym.config import TrainerConfig
+    from agentgym.trainer.encoder import shared_encoder
+    from agentgym.trainer.engine import TorchEngine, chosen_probabilities
+    from agentgym.trainer.transformer_encoder import TransformerEncoder
+
+    encoder = TransformerEncoder(device="cpu")
+    specs = {"ha": ("refund_order", "refund order: money back (order_id)"),
+             "hb": ("cancel_order", "cancel order: stop an order (order_id)")}
+    n = 16
+    contexts = [f"I no longer want order {i}" for i in range(n)]  # says neither word: the text prior cannot tell
+    choices = np.array([i % 2 for i in range(n)])  # forced refund_order (0) or cancel_order (1) ...
+    paid = (choices == 1).astype(float)  # ... and only cancelling worked
+    batch = Batch([f"d{i}" for i in range(n)], [f"e{i}" for i in range(n)], ["v1"] * n, contexts, [["ha", "hb"]] * n,
+                  choices, np.full(n, 0.4), paid, np.ones(n), np.zeros(n, np.int64), specs, choices, paid.astype(int))
+    start = PolicyWeights.zero_shot(encoder.dimensions, seed=0)
+    before = encoder.encode_many(contexts[:1])
+    config = TrainerConfig(steps=8, device="cpu", learning_rate=1e-9, weight_decay=0.0)  # the scorer stays put
+    new, stats = TorchEngine(encoder_learning_rate=1e-4, minibatch=8).update(batch, start, encoder, config, 0.05)
+    assert stats["encoder"] == "tuned" and float(np.abs(encoder.encode_many(contexts[:1]) - before).max()) > 1e-3
+    cancelling = batch.only(choices == 1)
+    tuned, = chosen_probabilities(cancelling, encoder, 0.05, new)
+    encoder.model.load_state_dict(TransformerEncoder(device="cpu").model.state_dict())
+    untuned, = chosen_probabilities(cancelling, encoder, 0.05, start)
+    assert tuned.mean() > untuned.mean() + 0.05  # the encoder alone learned to read these requests as cancelling
+    with pytest.raises(ValueError, match="trainable"):
+        TorchEngine(encoder_learning_rate=1e-4).update(batch, start, shared_encoder(), config, 0.05)

@@ -13,6 +13,10 @@ decisions; a KL term keeps the new policy near the one that served. An auxiliary
 (`outcome_weight`) teaches the tool scores which tool worked after each decision, the model's
 own calls under "defer" included: most decisions defer, and each still says whether the tool
 the model picked was right. Seeded, deterministic.
+
+On a GPU the engine can also fine-tune the encoder (`TorchEngine(encoder_learning_rate=...)`
+with a `TransformerEncoder`): the same loss, with the context and tool vectors computed through
+all-MiniLM-L6-v2 on random minibatches, so its gradient reaches the encoder's weights too.
 """
 
 from __future__ import annotations
@@ -50,10 +54,12 @@ class Tensors:
     chosen: np.ndarray  # (n,) column of the choice
 
     @classmethod
-    def of(cls, batch: Batch, encoder: Encoder) -> Tensors:
+    def of(cls, batch: Batch, encoder: Encoder | None) -> Tensors:
+        """With no `encoder`, the layout alone (empty vectors): a trainable encoder makes its own."""
         m = max((len(c) for c in batch.candidates), default=0)
         order = {h: i for i, h in enumerate(batch.specs)}
-        tools = encoder.encode_many([text for _, text in batch.specs.values()])
+        encode = encoder.encode_many if encoder else lambda texts: np.zeros((len(texts), 0), np.float32)
+        tools = encode([text for _, text in batch.specs.values()])
         buckets = np.array([bucket(name) for name, _ in batch.specs.values()], np.int64)
         candidates = np.zeros((len(batch), m), np.int64)
         mask = np.zeros((len(batch), m + 2), bool)
@@ -62,7 +68,7 @@ class Tensors:
             candidates[i, : len(hashes)] = [order[h] for h in hashes]
             mask[i, : len(hashes)] = True
         chosen = np.where(batch.choices == DEFER, m + 1, np.where(batch.choices == OFFER, m, batch.choices))
-        return cls(encoder.encode_many(batch.contexts), tools, buckets, candidates, mask, chosen)
+        return cls(encode(batch.contexts), tools, buckets, candidates, mask, chosen)
 
 
 def usable(batch: Batch) -> Batch:
@@ -71,7 +77,15 @@ def usable(batch: Batch) -> Batch:
 
 
 class TorchEngine:
+    """`encoder_learning_rate`: also fine-tune the encoder (a `TransformerEncoder`, on a GPU) at this
+    rate, each step on a random minibatch of `minibatch` decisions; None keeps the encoder fixed
+    (the static one the proxy serves) and steps on the whole batch."""
+
     name = "torch"
+
+    def __init__(self, encoder_learning_rate: float | None = None, minibatch: int = 1024) -> None:
+        self.encoder_learning_rate = encoder_learning_rate
+        self.minibatch = minibatch
 
     def update(self, batch: Batch, current: PolicyWeights, encoder: Encoder, config: TrainerConfig,
                epsilon: float) -> tuple[PolicyWeights, dict[str, Any]]:
@@ -79,72 +93,134 @@ class TorchEngine:
 
         started = time.perf_counter()
         torch.manual_seed(config.seed)
-        device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available()
-                              else "cpu" if config.device == "auto" else config.device)
-        arrays = Tensors.of(batch, encoder)
+        tune = self.encoder_learning_rate is not None
+        if tune and not getattr(encoder, "trainable", False):
+            raise ValueError("fine-tuning the encoder needs a trainable encoder (TransformerEncoder)")
+        device = (encoder.device if tune else torch.device("cuda" if config.device == "auto" and torch.cuda.is_available()
+                                                            else "cpu" if config.device == "auto" else config.device))
+        arrays = Tensors.of(batch, None if tune else encoder)
         as_tensor = lambda a, **kw: torch.as_tensor(a, device=device, **kw)  # noqa: E731
-        contexts, tools, buckets = as_tensor(arrays.contexts), as_tensor(arrays.tools), as_tensor(arrays.buckets)
-        candidates, mask, chosen = as_tensor(arrays.candidates), as_tensor(arrays.mask), as_tensor(arrays.chosen)
+        buckets, candidates, mask, chosen = (as_tensor(a) for a in (arrays.buckets, arrays.candidates, arrays.mask,
+                                                                      arrays.chosen))
         propensity = as_tensor(batch.propensities, dtype=torch.float32)
         advantage = as_tensor(advantages(batch.rewards, batch.weights, batch.groups, batch.episodes),
                               dtype=torch.float32)
-        weight = as_tensor(batch.weights / batch.weights.sum(), dtype=torch.float32)
+        weight = as_tensor(batch.weights, dtype=torch.float32)
+        labelled = as_tensor((batch.called >= 0) & (batch.called_ok >= 0))
+        called, called_ok = as_tensor(batch.called), as_tensor(batch.called_ok)
         params = {k: torch.tensor(v, device=device, requires_grad=True) for k, v in current.arrays().items()}
         valid = mask.sum(dim=1, keepdim=True)
-        similarity = torch.gather(contexts @ tools.T, 1, candidates)  # fixed: the encoder is not trained here
+        vectors = (TunedVectors(encoder, batch, candidates, buckets) if tune
+                   else FixedVectors(as_tensor(arrays.contexts), as_tensor(arrays.tools), candidates, buckets))
 
-        def tool_scores(p: dict[str, torch.Tensor]) -> torch.Tensor:  # (n, m): forcing each candidate
-            per_tool = (contexts @ p["P"]) @ (tools @ p["Q"]).T + contexts @ p["U"][buckets].T + p["b"][buckets]
-            return p["alpha"][0] * similarity + torch.gather(per_tool, 1, candidates)
-
-        def probabilities(p: dict[str, torch.Tensor], forced: torch.Tensor) -> torch.Tensor:
-            """`forced`: tool_scores(p), computed once a step for this and the outcome term."""
+        def forward(p: dict[str, torch.Tensor], rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """The scores of forcing each candidate (r, m) and every action's probability (r, m + 2)."""
+            contexts, tools, tool_buckets, index = vectors(rows)
+            per_tool = (contexts @ p["P"]) @ (tools @ p["Q"]).T + contexts @ p["U"][tool_buckets].T + p["b"][tool_buckets]
+            forced = torch.gather(p["alpha"][0] * (contexts @ tools.T) + per_tool, 1, index)
             scores = torch.cat([forced, (contexts @ p["v_offer"] + p["b_offer"][0]).unsqueeze(1),
                                 (contexts @ p["v"] + p["b_defer"][0]).unsqueeze(1)], dim=1)
-            soft = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
-            return ((1 - epsilon) * soft + epsilon / valid) * mask
+            soft = torch.softmax(scores.masked_fill(~mask[rows], float("-inf")), dim=1)
+            return forced, ((1 - epsilon) * soft + epsilon / valid[rows]) * mask[rows]
 
-        def outcome_loss(forced: torch.Tensor) -> torch.Tensor:
+        def outcome_loss(forced: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
             """The tool scores, as a classifier of which tool works here: up for a call that
             worked, down for one that failed, whatever the action was (the model's own choices
             under "defer" too)."""
-            if not labelled.any():
+            known = labelled[rows]
+            if not known.any():
                 return torch.zeros((), device=device)
-            log_p = torch.log_softmax(forced[labelled].masked_fill(~mask[labelled, :-2], float("-inf")), dim=1)
-            chosen_log_p = log_p[torch.arange(len(called), device=device), called]
-            worked = called_ok.float()
+            log_p = torch.log_softmax(forced[known].masked_fill(~mask[rows][known, :-2], float("-inf")), dim=1)
+            chosen_log_p = log_p[torch.arange(int(known.sum()), device=device), called[rows][known]]
+            worked = called_ok[rows][known].float()
             return -(worked * chosen_log_p + (1 - worked) * torch.log1p(-chosen_log_p.exp().clamp(max=1 - 1e-6))).mean()
 
-        def kl_from_before(now: torch.Tensor) -> torch.Tensor:  # per decision
-            return (before * (torch.log(before.clamp_min(1e-12)) - torch.log(now.clamp_min(1e-12)))).sum(dim=1)
+        def kl_from_before(now: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:  # per decision
+            then = before[rows]
+            return (then * (torch.log(then.clamp_min(1e-12)) - torch.log(now.clamp_min(1e-12)))).sum(dim=1)
 
-        labelled = as_tensor((batch.called >= 0) & (batch.called_ok >= 0))
-        called, called_ok = as_tensor(batch.called)[labelled], as_tensor(batch.called_ok)[labelled]
+        def loss(p: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+            forced, now = forward(p, rows)
+            w = weight[rows] / weight[rows].sum()
+            ratio = now[torch.arange(len(rows), device=device), chosen[rows]] / propensity[rows]
+            surrogate = torch.minimum(ratio * advantage[rows],
+                                      ratio.clamp(1 - config.clip, 1 + config.clip) * advantage[rows])
+            return (-(w * surrogate).sum() + config.kl * (w * kl_from_before(now, rows)).sum()
+                    + config.outcome_weight * outcome_loss(forced, rows))
+
+        everything = torch.arange(len(batch), device=device)
+        chunks = everything.split(self.minibatch) if tune else [everything]
         with torch.no_grad():
-            before = probabilities(params, tool_scores(params))
+            before = torch.cat([forward(params, rows)[1] for rows in chunks])
         learned = [params[k] for k in ("P", "Q", "U", "b", "v", "v_offer")]  # the prior's scale and biases stay
-        optimizer = torch.optim.AdamW([{"params": learned, "weight_decay": config.weight_decay},
-                                       {"params": [params[k] for k in ("alpha", "b_defer", "b_offer")],
-                                        "weight_decay": 0.0}], lr=config.learning_rate)
-        rows = torch.arange(len(batch), device=device)
+        groups = [{"params": learned, "weight_decay": config.weight_decay},
+                  {"params": [params[k] for k in ("alpha", "b_defer", "b_offer")], "weight_decay": 0.0}]
+        if tune:
+            groups.append({"params": list(encoder.model.parameters()), "lr": self.encoder_learning_rate,
+                           "weight_decay": 0.0})
+        optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, fused=device.type == "cuda")
+        draws = torch.Generator().manual_seed(config.seed)
+        encoded_before = getattr(vectors, "encoded", 0)
+        stepping = time.perf_counter()
         for _ in range(config.steps):
-            forced = tool_scores(params)
-            now = probabilities(params, forced)
-            ratio = now[rows, chosen] / propensity
-            surrogate = torch.minimum(ratio * advantage, ratio.clamp(1 - config.clip, 1 + config.clip) * advantage)
-            loss = (-(weight * surrogate).sum() + config.kl * (weight * kl_from_before(now)).sum()
-                    + config.outcome_weight * outcome_loss(forced))
+            rows = (torch.randperm(len(batch), generator=draws)[: self.minibatch].to(device) if tune else everything)
+            step_loss = loss(params, rows)
             optimizer.zero_grad()
-            loss.backward()
+            step_loss.backward()
             optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        step_s = time.perf_counter() - stepping
+        encoded = getattr(vectors, "encoded", 0) - encoded_before
         new = PolicyWeights(**{k: v.detach().cpu().numpy().astype(np.float32) for k, v in params.items()})
         with torch.no_grad():
-            final_kl = float((weight * kl_from_before(probabilities(params, tool_scores(params)))).sum())
-        return new, {"engine": self.name, "device": str(device), "decisions": len(batch),
-                     "episodes": len(set(batch.episodes)), "steps": config.steps, "seed": config.seed,
-                     "loss": float(loss.detach()), "kl": final_kl, "mean_reward": float(np.average(batch.rewards,
-                                                                                          weights=batch.weights)),
+            final_kl = float(sum((weight[rows] * kl_from_before(forward(params, rows)[1], rows)).sum()
+                                 for rows in chunks) / weight.sum())
+        per_step = len(batch) if not tune else min(self.minibatch, len(batch))
+        return new, {"engine": self.name, "device": str(device), "encoder": "tuned" if tune else "fixed",
+                     "decisions": len(batch), "episodes": len(set(batch.episodes)), "steps": config.steps,
+                     "seed": config.seed, "loss": float(step_loss.detach()), "kl": final_kl,
+                     "mean_reward": float(np.average(batch.rewards, weights=batch.weights)),
+                     "decisions_per_s": round(config.steps * per_step / step_s, 1),
+                     **({"encoded_texts_per_s": round(encoded / step_s, 1)} if tune else {}),
                      "seconds": round(time.perf_counter() - started, 3)}
+
+
+class FixedVectors:
+    """The static encoder's vectors, computed once: a step reads rows of them."""
+
+    def __init__(self, contexts: Any, tools: Any, candidates: Any, buckets: Any) -> None:
+        self.contexts, self.tools, self.candidates, self.buckets = contexts, tools, candidates, buckets
+
+    def __call__(self, rows: Any) -> tuple[Any, Any, Any, Any]:
+        """(contexts of `rows`, the tools they may index, those tools' buckets, the index)."""
+        return self.contexts[rows], self.tools, self.buckets, self.candidates[rows]
+
+
+class TunedVectors:
+    """A trainable encoder's vectors, with gradients, for the distinct contexts and tools of each
+    minibatch (a GRPO group repeats its request; requests repeat their tools), in one encoder call:
+    on a GPU a step is bound by kernel launches, not arithmetic."""
+
+    def __init__(self, encoder: Any, batch: Batch, candidates: Any, buckets: Any) -> None:
+        import torch
+
+        contexts = list(dict.fromkeys(batch.contexts))
+        row_of = {t: i for i, t in enumerate(contexts)}
+        self.encoder, self.candidates, self.buckets = encoder, candidates, buckets
+        self.context_of = torch.as_tensor([row_of[t] for t in batch.contexts], device=encoder.device)
+        self.tokens = encoder.tokens(contexts + [text for _, text in batch.specs.values()])  # contexts, then tools
+        self.first_tool = len(contexts)
+        self.encoded = 0  # texts through the encoder so far
+
+    def __call__(self, rows: Any) -> tuple[Any, Any, Any, Any]:
+        import torch
+
+        contexts, context_index = torch.unique(self.context_of[rows], return_inverse=True)
+        tools, index = torch.unique(self.candidates[rows], return_inverse=True)
+        vectors = self.encoder.vectors(self.tokens, torch.cat([contexts, self.first_tool + tools]))
+        self.encoded += len(vectors)
+        return vectors[: len(contexts)][context_index], vectors[len(contexts):], self.buckets[tools], index
 
 
 def chosen_probabilities(batch: Batch, encoder: Encoder, epsilon: float, *weights: PolicyWeights) -> list[np.ndarray]:
