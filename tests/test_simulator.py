@@ -80,6 +80,11 @@ def test_addresses_are_parsed_and_a_value_said_again_is_read_where_said_last():
     assert fill_arguments(address, said, latest=said) == {
         "order_id": "#W2912646", "address1": "953 Park Avenue", "address2": "Suite 613", "city": "New York",
         "state": "NY", "country": "USA", "zip": "10064"}
+    # an address given with an earlier request, for a call the model makes after the user moved on
+    later = "Also change the payment of that order to gift_card_1234567."
+    assert fill_arguments(address, said + " \n " + later, latest=later) == {
+        "order_id": "#W2912646", "address1": "953 Park Avenue", "address2": "Suite 613", "city": "New York",
+        "state": "NY", "country": "USA", "zip": "10064"}
     # the order just asked about, though a tool result names another one closer to the words "order id"
     orders = {"type": "object", "required": ["order_id"],
               "properties": {"order_id": {"type": "string", "description": "The order id, such as '#W0000000'."}}}
@@ -164,6 +169,78 @@ def test_model_reads_a_repeated_request_quoted_options_and_the_first_clause_of_a
                                                                       "return_type": "dictionary"}
     airline = "- The agent must first obtain the user id, then ask for the trip type, origin, destination."
     assert simulated_model.Turn.read([{"role": "system", "content": airline}]).opening_rule.strip() == "obtain the user id"
+
+
+def test_conversions_read_source_target_and_what_is_measured():
+    units = {"type": "object", "required": ["quantity", "from_unit", "to_unit", "item"],
+             "properties": {"quantity": {"type": "integer", "description": "The quantity to be converted."},
+                            "from_unit": {"type": "string", "description": "The unit to convert from."},
+                            "to_unit": {"type": "string", "description": "The unit to convert to."},
+                            "item": {"type": "string", "description": "The item to be converted."}}}
+    said = "How many ounces in 2 pounds of butter?"
+    assert fill_arguments(units, said, latest=said) == {  # units in the singular, as unit parameters name them
+        "quantity": 2, "from_unit": "pound", "to_unit": "ounce", "item": "butter"}
+    quoted = {"type": "object", "required": ["value", "from_unit", "to_unit"],
+              "properties": {"value": {"type": "integer", "description": "The value to be converted."},
+                             **{k: {"type": "string", "description": f"The unit to convert {k[:-5]}. Supports "
+                                    "'teaspoon', 'tablespoon', 'cup', etc."} for k in ("from_unit", "to_unit")}}}
+    said = "How many teaspoons are in 2 tablespoons for measurement in my recipe?"
+    assert fill_arguments(quoted, said, latest=said) == {"value": 2, "from_unit": "tablespoon", "to_unit": "teaspoon"}
+    money = {"type": "object", "required": ["amount", "from_currency", "to_currency"],
+             "properties": {"amount": {"type": "integer", "description": "The amount to be converted."},
+                            "from_currency": {"type": "string", "description": "The currency to convert from."},
+                            "to_currency": {"type": "string", "description": "The currency to convert to."}}}
+    said = "Convert 150 Euros to Canadian dollars."
+    assert fill_arguments(money, said, latest=said) == {
+        "amount": 150, "from_currency": "Euros", "to_currency": "Canadian dollars"}
+    said = "Find the conversion rate from Euro to Dollar, please."
+    assert fill_arguments(money, said, latest=said) == {"amount": 1, "from_currency": "Euro", "to_currency": "Dollar"}
+
+
+def test_numbers_go_where_they_can_belong():
+    binomial = {"type": "object", "required": ["num_trials", "num_success", "prob_success"],
+                "properties": {"num_trials": {"type": "integer", "description": "Number of independent experiments."},
+                               "num_success": {"type": "integer", "description": "Number of times the event occurred."},
+                               "prob_success": {"type": "number", "description": "Probability of the event."}}}
+    # a probability lies in [0, 1], an integer is whole; "100 times" counts trials, so it goes first
+    said = "Calculate the probability of observing 60 heads if I flip a coin 100 times with probability of heads 0.5."
+    assert fill_arguments(binomial, said, latest=said) == {"num_trials": 100, "num_success": 60, "prob_success": 0.5}
+    said = "Calculate the probability of getting exactly 5 heads in 8 tosses of a fair coin."
+    assert fill_arguments(binomial, said, latest=said) == {"num_trials": 8, "num_success": 5, "prob_success": 1}
+    # "to" before a value marks a replacement only where the schema has a new_* parameter
+    test = {"type": "object", "required": ["group", "alpha"],
+            "properties": {"group": {"type": "array", "items": {"type": "integer"}, "description": "Observations."},
+                           "alpha": {"type": "number", "description": "Significance level for hypothesis testing."}}}
+    said = "Perform a t-test on my experiment data of Control [10, 15, 12, 14, 11] with alpha equals to 0.05"
+    assert fill_arguments(test, said, latest=said) == {"group": [10, 15, 12, 14, 11], "alpha": 0.05}
+    # the words before a value are read in its own clause: "in total" is the 3's, not the 0's
+    bags = {"type": "object", "required": ["total_baggages", "nonfree_baggages"],
+            "properties": {"total_baggages": {"type": "integer", "description": "The total number of baggage items."},
+                           "nonfree_baggages": {"type": "integer", "description": "The number of non-free baggage items."}}}
+    said = "Please update the baggage to 3 checked bags in total, 0 of them non-free."
+    assert fill_arguments(bags, said, latest=said) == {"total_baggages": 3, "nonfree_baggages": 0}
+
+
+def test_durations_dates_and_flags_are_read_from_prose():
+    prices = {"type": "object", "required": ["duration"],
+              "properties": {"duration": {"type": "string", "description":
+                                          "Time duration. E.g., '1 week', '2 weeks', '1 month', etc."}}}
+    said = "Retrieve stock prices of Microsoft and Google for the last 2 weeks."
+    assert fill_arguments(prices, said, latest=said) == {"duration": "2 weeks"}
+    rate = {"type": "object", "required": ["from_currency"],
+            "properties": {"from_currency": {"type": "string", "description": "The currency to convert from."},
+                           "date": {"type": "string", "description": "The date. Default is the current date."}}}
+    said = "Find the conversion rate from Euro to Dollar at January 1, 2022"
+    assert fill_arguments(rate, said, latest=said) == {"from_currency": "Euro", "date": "January 1, 2022"}
+    said = "Find the conversion rate from Euro to Dollar today"
+    assert fill_arguments(rate, said, latest=said) == {"from_currency": "Euro"}  # optional: no date, no guess
+    regression = {"type": "object", "required": ["target"],
+                  "properties": {"target": {"type": "string", "description": "The target variable."},
+                                 "standardize": {"type": "boolean", "description": "Apply standardization."}}}
+    said = "Run a linear regression with target 'Purchase_Amount'. Also apply standardization."
+    assert fill_arguments(regression, said, latest=said) == {"target": "Purchase_Amount", "standardize": True}
+    said = "Run a linear regression with target 'Purchase_Amount'."
+    assert fill_arguments(regression, said, latest=said) == {"target": "Purchase_Amount"}
 
 
 def _first_call(model: SimulatedModel, tools: list[dict], messages: list[dict], **extra) -> dict:

@@ -15,11 +15,16 @@ sees the scenario's gold steps or the planner. Its behaviour:
   2505.03275; MetaTool, arXiv 2310.03128). It does not call again a tool it just called, nor
   one that answered that the request is not for it.
 - It obeys `tool_choice`: a named function, "none", "required".
-- Arguments come from the conversation: enum values named in it, values shaped like the
-  example a parameter's description gives ("such as '#W0000000'"), options a description
-  quotes, emails, numbers, names, written-out dates, one-line postal addresses and listed
-  values, each matched to the parameter whose words stand nearest it; of a value said twice,
-  the latest mention counts. A request the user repeats ("... Again: <request>") is read for
+- Arguments come from the conversation: enum values named in it (plurals too), values shaped
+  like the example a parameter's description gives ("such as '#W0000000'", "E.g., '2 weeks'"),
+  options a description quotes, emails, numbers, names, dates written out or in ISO form,
+  one-line postal addresses and listed values, each matched to the parameter whose words stand
+  nearest it in the value's own clause (values named for a parameter placed first); of a value
+  said twice, the latest mention counts. A number goes only where it can belong (an integer is
+  whole, a probability lies in [0, 1]). A conversion ("how many ounces in 2 pounds of
+  butter", "150 Euros to Canadian dollars") gives from_*/to_* parameters their side (a unit in
+  the singular) and names what is measured; a flag is set when its words, or their family
+  ("standardization"), are said. A request the user repeats ("... Again: <request>") is read for
   itself, not with the words around it. Optional parameters are given when the conversation
   names a value for them. With probability `argument_error_rate` one value is garbled.
 - It follows the system prompt's opening rule ("at the beginning, authenticate the user";
@@ -53,7 +58,7 @@ STOPWORDS = frozenset(
     "so that the this to was we with you your would like want need some there their them then than also just".split()
 )
 _WORD = re.compile(r"[A-Za-z]+|\d+")
-_EXAMPLE = re.compile(r"(?:such as|e\.g\.|for example|like)\s*:?\s*'([^']+)'((?:\s*(?:,|or)\s*'[^']+')*)", re.IGNORECASE)
+_EXAMPLE = re.compile(r"(?:such as|e\.g\.|for example|like)\s*[:,]?\s*'([^']+)'((?:\s*(?:,|or)\s*'[^']+')*)", re.IGNORECASE)
 _QUOTED = re.compile(r"'([^']+)'")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _NUMBER = re.compile(r"(?<![\w#.-])-?\d+(?:\.\d+)?(?![\w-])")
@@ -496,28 +501,40 @@ class _Conversation:
             replacement = bool(_REPLACEMENT.search(preceding[-18:]))
             found.append(_Candidate(match.group(0), match.start(), match.start() < self.boundary,
                                     self.latest_from <= match.start() < self.boundary,
-                                    words(preceding, stopwords=frozenset())[-4:],
+                                    words(re.split(r"[,;:.!?]\s", preceding)[-1], stopwords=frozenset())[-4:],
                                     words(following, stopwords=frozenset())[:2], replacement))
         return found
 
 
-def _closeness(name: str, spec: dict[str, Any], candidate: _Candidate) -> float:
+def _in_family(word: str, label: set[str]) -> bool:
+    """The same word, or one of its family ("bin", "bins"; "review", "reviewers"; "standardize", "standardization")."""
+    return (word in label or word + "s" in label or word.removesuffix("s") in label
+            or (len(word) >= 5 and any(w[:5] == word[:5] for w in label if len(w) >= 5)))
+
+
+# What a count counts, as statistics words it: "8 tosses", "a coin flipped 100 times" are trials.
+COUNT_WORDS = {"toss": "trial", "flip": "trial", "roll": "trial", "draw": "trial", "time": "trial", "attempt": "trial"}
+
+
+def _label(name: str, spec: dict[str, Any]) -> set[str]:
+    """The words a parameter goes by: its name's and its description's first few, and what they count."""
     label = set(words(name, stopwords=frozenset())) | set(words(spec.get("description", ""))[:6])
+    return label | {word for word, counted in COUNT_WORDS.items() if counted in label}
 
-    def named(word: str) -> bool:  # the same word, or one of its family ("bin", "bins"; "review", "reviewers")
-        return (word in label or word + "s" in label or word.removesuffix("s") in label
-                or (len(word) >= 5 and any(w[:5] == word[:5] for w in label if len(w) >= 5)))
 
-    near = sum(1.0 / (1 + distance) for distance, word in enumerate(reversed(candidate.before)) if named(word))
-    near += sum(0.5 / (1 + distance) for distance, word in enumerate(candidate.after) if named(word))
-    if candidate.replacement:  # "X for Y": Y belongs to the new_* parameter, X to the other
+def _closeness(name: str, spec: dict[str, Any], candidate: _Candidate, renaming: bool) -> float:
+    label = _label(name, spec)
+    near = sum(1.0 / (1 + distance) for distance, word in enumerate(reversed(candidate.before)) if _in_family(word, label))
+    near += sum(0.5 / (1 + distance) for distance, word in enumerate(candidate.after) if _in_family(word, label))
+    if candidate.replacement and renaming:  # "X for Y": Y belongs to the new_* parameter, X to the other
         near += 1.0 if "new" in label else -0.5
     return near
 
 
-def _rank(name: str, spec: dict[str, Any], candidate: _Candidate) -> tuple[bool, float, bool, int]:
-    """What the user just said first; then nearest words; then the user over tool results; then the first said."""
-    return (candidate.latest, _closeness(name, spec, candidate), candidate.from_user, -candidate.start)
+def _rank(name: str, spec: dict[str, Any], candidate: _Candidate, renaming: bool) -> tuple[bool, float, bool, int]:
+    """What the user just said first; then nearest words; then the user over tool results; then the first said.
+    `renaming`: the schema has a new_* parameter, so "for"/"to" before a value marks it as the new one."""
+    return (candidate.latest, _closeness(name, spec, candidate, renaming), candidate.from_user, -candidate.start)
 
 
 def fill_arguments(schema: dict[str, Any], said: str, results: str = "", latest: str = "",
@@ -534,11 +551,14 @@ def fill_arguments(schema: dict[str, Any], said: str, results: str = "", latest:
     required = set(schema.get("required") or list(properties)[:1]) | set(missing)
 
     given = {k: v.strip("\"'") for k, v in _KEY_VALUE.findall(conversation.text)}
-    if "city" in properties:  # an address said on one line goes to the address fields, as a reader parses it
-        given = {**_address_fields(latest or said, properties), **given}
+    if "city" in properties:  # an address said on one line goes to the address fields, as a reader parses it:
+        # the one just said, else the last one said (a later request may need an address given earlier)
+        given = {**(_address_fields(latest, properties) or _address_fields(said, properties)), **given}
     arguments: dict[str, Any] = {}
     claims: dict[str, list[tuple[tuple[bool, float, bool, int], str, _Candidate]]] = {}
     number_candidates = conversation.candidates(_NUMBER.pattern)
+    renaming = any("new" in _label(name, spec) for name, spec in properties.items())
+    conversion = _conversion(latest or said)
     name_match = _NAME.search(said) or _NAME.search(results)
     entities = iter(_entities(latest or said))
     number_lists = iter(_number_lists(latest or said))
@@ -549,8 +569,12 @@ def fill_arguments(schema: dict[str, Any], said: str, results: str = "", latest:
         options = spec.get("enum") or items.get("enum")
         # options a description quotes ("Can be 'list' ... or 'dictionary' ..."), taken when the user names one
         quoted = [] if options else [q for q in _QUOTED.findall(spec.get("description", "")) if re.fullmatch(r"[\w.-]+", q)]
+        side = conversion.get(_side(name))
         if name in given:
             arguments[name] = _typed(given[name], kind)
+        elif side and kind == "string" and not examples and (
+                value := _side_value(side, name, options or (quoted if len(quoted) >= 2 else []))):
+            arguments[name] = value
         elif options:
             named = _enum_named(options, (latest, said, results), set(words(tool_name)))
             if named or name in required:
@@ -567,14 +591,19 @@ def fill_arguments(schema: dict[str, Any], said: str, results: str = "", latest:
         elif examples:
             pattern = "|".join(f"(?:{_shape_pattern(e)})" for e in examples)
             for candidate in conversation.candidates(f"(?:{pattern})"):
-                claims.setdefault(candidate.value, []).append((_rank(name, spec, candidate), name, candidate))
+                claims.setdefault(candidate.value, []).append((_rank(name, spec, candidate, renaming), name, candidate))
+        elif kind == "string" and "date" in words(name):  # a date said, in words or ISO form, like a shaped value
+            for candidate in conversation.candidates(_DATE):
+                claims.setdefault(candidate.value, []).append((_rank(name, spec, candidate, renaming), name, candidate))
         elif kind in ("integer", "number"):  # numbers go out like shaped values: by the words around them
-            for candidate in number_candidates:
-                claims.setdefault(candidate.value, []).append((_rank(name, spec, candidate), name, candidate))
-            if name in required and not number_candidates:
+            fitting = [c for c in number_candidates if _fits(c.value, name, kind)]
+            for candidate in fitting:
+                claims.setdefault(candidate.value, []).append((_rank(name, spec, candidate, renaming), name, candidate))
+            if name in required and not fitting:
                 arguments[name] = 1
-        elif kind == "boolean":  # "standardize the predictors", "assume equal variance"
-            if name in required or set(words(name)) <= set(words(latest or said)):
+        elif kind == "boolean":  # "standardize the predictors", "apply standardization", "assume equal variance"
+            said_words = set(words(latest or said))
+            if name in required or all(_in_family(word, said_words) for word in words(name)):
                 arguments[name] = True
         elif name not in required:
             continue
@@ -584,8 +613,8 @@ def fill_arguments(schema: dict[str, Any], said: str, results: str = "", latest:
             arguments[name] = list(entities) if items.get("type", "string") == "string" else []
         elif kind == "object":
             arguments[name] = {}
-        else:
-            arguments[name] = next(entities, None) or _free_text(said, latest)
+        else:  # what a quantity measures ("2 pounds of butter"), a name said, or the request itself
+            arguments[name] = conversion.get("what") or next(entities, None) or _free_text(said, latest)
     _assign_shaped(claims, properties, required, arguments)
     for name in required:  # nothing in the conversation fits: like real models, fall back on the example
         if name not in arguments:
@@ -619,7 +648,10 @@ def _assign_shaped(claims: dict[str, list[tuple[tuple[bool, float, bool, int], s
     takes only a value it won by the words around it, or one just said that only it could take.
     """
     won: dict[str, list[tuple[tuple[bool, float, bool, int], _Candidate]]] = {}
-    for options in sorted(claims.values(), key=lambda options: min(o[2].start for o in options)):  # as said
+    # values named for a parameter first, the nearest first ("60 heads ... 100 times": the 100 is the trials'
+    # whatever was said before it); the rest as said
+    for options in sorted(claims.values(), key=lambda options: (-max(max(o[0][1] for o in options), 0.0),
+                                                                min(o[2].start for o in options))):
         # per parameter: the value's best-placed mention (just said, then nearest words), and its nearest words anywhere
         best: dict[str, tuple[tuple[bool, float, bool, int], _Candidate]] = {}
         near: dict[str, float] = {}
@@ -654,11 +686,11 @@ def _assign_shaped(claims: dict[str, list[tuple[tuple[bool, float, bool, int], s
 
 def _enum_named(options: list[Any], texts: tuple[str, ...], tool_words: set[str]) -> list[Any]:
     """The options named in the first of `texts` that names any (what the user just said, then
-    all they said, then tool results); an option that is only the tool's own verb ("merge" in
-    "squash and merge") comes after a more specific one."""
+    all they said, then tool results), in the plural too ("teaspoons"); an option that is only
+    the tool's own verb ("merge" in "squash and merge") comes after a more specific one."""
     for text in texts:
         found = [(o in tool_words if isinstance(o, str) else False, m.start(), o) for o in options
-                 if (m := re.search(rf"(?<![\w-]){re.escape(str(o))}(?![\w-])", text, re.IGNORECASE))]
+                 if (m := re.search(rf"(?<![\w-]){re.escape(str(o))}(?:e?s)?(?![\w-])", text, re.IGNORECASE))]
         if found:
             return [o for _, _, o in sorted(found, key=lambda f: (f[0], f[1]))]
     return []
@@ -684,6 +716,59 @@ def _entities(text: str) -> list[str]:
         if value and value.lower() not in STOPWORDS:
             found.append(value)
     return found
+
+
+_DATE = rf"{_DATE_WORDS}|\d{{4}}-\d{{2}}-\d{{2}}"
+_LINK = r"(?:to|in|into|of|at|for|on|from|are|is|and|with|by|per|the|a|an)\b"
+# a measure or currency: a word or two, neither a linking word ("Canadian dollars", not "pounds of")
+_PHRASE = rf"(?!{_LINK})[A-Za-z]+(?:\s+(?!{_LINK})[A-Za-z]+)?"
+_QUANTITY = r"(?<![\w.#-])\d+(?:\.\d+)?\s*"
+_CONVERSIONS = (
+    re.compile(rf"\bfrom\s+(?P<source>{_PHRASE})\s+(?:to|into)\s+(?P<target>{_PHRASE})", re.IGNORECASE),
+    re.compile(rf"{_QUANTITY}(?P<source>{_PHRASE})(?:\s+of\s+(?P<what>{_PHRASE}))?\s+(?:to|into|in)\s+"
+               rf"(?P<target>{_PHRASE})", re.IGNORECASE),
+    re.compile(rf"\bhow many\s+(?P<target>{_PHRASE})\s+(?:are\s+|is\s+)?(?:in|for)\s+{_QUANTITY}"
+               rf"(?P<source>{_PHRASE})(?:\s+of\s+(?P<what>{_PHRASE}))?", re.IGNORECASE),
+)
+SIDES = {"from": "source", "source": "source", "to": "target", "target": "target"}  # first word of a from_/to_ name
+
+
+def _conversion(text: str) -> dict[str, str]:
+    """What a conversion request converts: "from Euro to Dollar", "150 Euros to Canadian dollars",
+    "how many ounces in 2 pounds of butter" give the source, the target and what is measured."""
+    for pattern in _CONVERSIONS:
+        if match := pattern.search(text):
+            return {k: v for k, v in match.groupdict().items() if v}
+    return {}
+
+
+def _side(name: str) -> str | None:
+    """"source" for from_unit or source_currency, "target" for to_unit or target_currency, else None."""
+    parts = words(name, stopwords=frozenset())
+    return SIDES.get(parts[0]) if len(parts) > 1 else None
+
+
+def _side_value(phrase: str, name: str, options: list[Any]) -> Any:
+    """One side of a conversion for a parameter: the option it names, else the phrase (a unit in
+    the singular, as unit parameters name them: 'pound' from "2 pounds")."""
+    if options:
+        return next(iter(_enum_named(options, (phrase,), set())), None)
+    return _singular(phrase) if "unit" in words(name) else phrase
+
+
+def _singular(noun: str) -> str:
+    """'pound' from 'pounds', 'inch' from 'inches': how unit parameters name units."""
+    if re.search(r"(?:ch|sh|s|x)es$", noun):
+        return noun[:-2]
+    return noun[:-1] if noun.endswith("s") and not noun.endswith("ss") else noun
+
+
+def _fits(value: str, name: str, kind: str) -> bool:
+    """Whether a number can be the parameter's, as a reader knows: an integer is whole, a probability in [0, 1]."""
+    number = float(value)
+    if kind == "integer" and not number.is_integer():
+        return False
+    return 0 <= number <= 1 if any(word.startswith("prob") for word in words(name)) else True
 
 
 def _number_lists(text: str) -> list[list[str]]:
