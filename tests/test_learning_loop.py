@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
@@ -88,13 +89,16 @@ def test_the_scheduled_trainer_learns_which_tool_works(tiny, logs, tmp_path):
         plain.stop()
         rates = []
         for round_ in range(8):
-            seen = registry.index().live
+            registered = len(registry.index().versions)
             results = asyncio.run(run_episodes(proxy.url, scenario, episodes=60, seed=10 + round_, concurrency=6))
             rates.append(_rate(results))
-            for _ in range(100):  # let the round that these episodes made due finish and be swapped in
-                if registry.index().live != seen:
+            # the round these episodes made due registers a version (live or refused): wait for it, and
+            # for the proxy to swap it in, so that each chunk is served by one version however busy the machine
+            for _ in range(1200):
+                if len(registry.index().versions) > registered:
                     break
-                asyncio.run(asyncio.sleep(0.1))
+                time.sleep(0.1)
+            time.sleep(0.5)  # planner.refresh_s is 0.2
         assert proxy.stop(), proxy.log()
     finally:
         plain.stop()

@@ -305,6 +305,29 @@ def test_seeds_reproduce():
     assert _episodes("customer_support", seed=1) != _episodes("customer_support", seed=2)
 
 
+def test_answers_do_not_depend_on_the_process_hash_seed():
+    """A model server restarted is a new process with a new string-hash seed: the same seed and
+    request must still give the same call, arguments in the same order (later draws are seeded
+    by what the conversation says)."""
+    import os
+    import subprocess
+
+    script = textwrap.dedent("""
+        from agentgym.scenarios.scenario import load_scenario
+        from agentgym.scenarios.simulated_model import SimulatedModel
+        for name in ("data_analysis", "customer_support"):
+            scenario = load_scenario(name)
+            model = SimulatedModel(scenario.simulator, 0)
+            for i, task in enumerate(scenario.tasks[:40]):
+                message = model.answer({"messages": [{"role": "user", "content": task.user}],
+                                        "tools": scenario.tools, "seed": i})[0]
+                print([(c["function"]["name"], c["function"]["arguments"]) for c in message.get("tool_calls") or []])
+    """)
+    outputs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": str(h)}).stdout for h in (1, 2)]
+    assert outputs[0].count("\n") == 80 and outputs[0] == outputs[1]
+
+
 def test_users_add_scenarios_as_files_or_python(tmp_path, monkeypatch):
     folder = tmp_path / "mine"
     folder.mkdir()

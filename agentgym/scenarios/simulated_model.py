@@ -622,7 +622,10 @@ def fill_arguments(schema: dict[str, Any], said: str, results: str = "", latest:
             examples = _examples(spec.get("description", "")) or _examples((spec.get("items") or {}).get("description", ""))
             value = examples[0] if examples else ""
             arguments[name] = [value] if spec.get("type") == "array" else value
-    return arguments
+    # in the schema's order, as models write them: the order the sets above were walked in varies
+    # with the process's hash seed, and a conversation that echoes it would seed later draws apart
+    order = {name: i for i, name in enumerate(properties)}
+    return dict(sorted(arguments.items(), key=lambda item: order.get(item[0], len(order))))
 
 
 _ADDRESS = re.compile(r"(?<![\w#])(\d+ [A-Z][^,.;]*?), (?:([^,]*\d[^,]*), )?([A-Z][A-Za-z .'-]+), ([A-Z]{2}), ([A-Z][A-Za-z .]+), (\d{5}(?:-\d{4})?)")
