@@ -149,7 +149,7 @@ def encoder_for(name: str, device: str) -> Any:
 
 
 def run(rounds: int, group: int, held_out: float, seed: int, trainer: TrainerConfig, encoder_name: str = "static",
-        encoder_lr: float = 2e-5, minibatch: int = 1024) -> dict[str, Any]:
+        encoder_lr: float = 2e-5, minibatch: int = 4096) -> dict[str, Any]:
     items = load_items()
     random.Random(seed).shuffle(items)
     cut = int(len(items) * (1 - held_out))
@@ -217,7 +217,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--encoder", default="static", choices=["static", "minilm", "minilm-tuned"])
     parser.add_argument("--encoder-lr", type=float, default=2e-5, help="minilm-tuned: the encoder's learning rate")
-    parser.add_argument("--minibatch", type=int, default=1024, help="minilm-tuned: decisions per step")
+    parser.add_argument("--minibatch", type=int, default=4096, help="minilm-tuned: decisions per step")
     parser.add_argument("--trainer", action="append", default=[], metavar="KEY=VALUE", help="a trainer setting")
     args = parser.parse_args()
     trainer = TrainerConfig.model_validate({"seed": args.seed, "device": args.device,

@@ -83,7 +83,7 @@ class TorchEngine:
 
     name = "torch"
 
-    def __init__(self, encoder_learning_rate: float | None = None, minibatch: int = 1024) -> None:
+    def __init__(self, encoder_learning_rate: float | None = None, minibatch: int = 4096) -> None:
         self.encoder_learning_rate = encoder_learning_rate
         self.minibatch = minibatch
 
