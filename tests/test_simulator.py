@@ -14,7 +14,8 @@ from agentgym.scenarios.agents import run_episode
 from agentgym.scenarios.environment import Environment
 from agentgym.scenarios.scenario import Step, Task, load_scenario
 from agentgym.scenarios import simulated_model
-from agentgym.scenarios.simulated_model import ModelKnobs, SimulatedModel, fill_arguments
+from agentgym.scenarios.arguments import fill_arguments
+from agentgym.scenarios.simulated_model import ModelKnobs, SimulatedModel
 
 TASK = Task(
     id="t",
