@@ -63,8 +63,8 @@ class TransformerEncoder:
     def vectors(self, tokens: Tokens, index: torch.Tensor) -> torch.Tensor:
         """Unit-length mean-pooled vectors of `tokens`' rows `index` (float32; bf16 inside on CUDA).
 
-        Rows go through the model longest first, in passes of at most PASS_TOKENS padded tokens,
-        so that short texts are not padded to the longest one's length."""
+        Rows go through the model in passes of at most PASS_TOKENS padded tokens (memory stays
+        bounded however large the minibatch), longest first, each pass padded to its own longest."""
         order = torch.argsort(tokens.lengths[index], descending=True)
         widths = tokens.lengths[index[order]].tolist()
         passes, start = [], 0
@@ -91,9 +91,6 @@ class TransformerEncoder:
             out = [self.vectors(tokens, torch.arange(i, min(i + chunk, len(texts)), device=self.device))
                    for i in range(0, len(texts), chunk)]
         return torch.cat(out).cpu().numpy()
-
-    def encode(self, text: str) -> np.ndarray:
-        return self.encode_many([text])[0]
 
     def state(self) -> dict[str, torch.Tensor]:
         """A copy of the weights, to put back if the gate refuses what was trained."""
