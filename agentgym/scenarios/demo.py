@@ -35,6 +35,7 @@ from agentgym.trainer.registry import Registry, default_dir
 
 # The simulated model is priced like a small hosted model, so that cost shows as it would.
 DEMO_PRICE = {MODEL: {"input_cost_per_token": 0.15e-6, "output_cost_per_token": 0.60e-6}}
+MIN_ROUND_EPISODES = 50  # fewer finished episodes than this make too small a batch to learn from
 
 
 @dataclass
@@ -95,12 +96,15 @@ def run_demo(*, scenario: Scenario, episodes: int, seed: int, db: Path, port: in
              console: Console) -> None:
     logs = Path(tempfile.mkdtemp(prefix="agentgym-demo-"))
     model = local_stack.start_model(logs, args=["--scenario", scenario.name, "--seed", str(seed)])
+    # the scenario's schedule, but at least two rounds in a short demo, so that it shows the loop
+    every = min(scenario.training.train_every_episodes, max(MIN_ROUND_EPISODES, episodes // 3))
     proxy = None
     try:
         proxy = local_stack.start_proxy(f"{model.url}/v1", db, logs, port=port or None,
                                         env={"AGENTGYM_PRICING": json.dumps(DEMO_PRICE), **scenario.proxy_env(),
-                                             **scenario.learning_env(seed)})
-        console.print(f"proxy [bold]{proxy.url}/v1[/bold] -> simulated model {model.url}/v1; store {db}; logs {logs}")
+                                             **scenario.learning_env(seed, every)})
+        console.print(f"proxy [bold]{proxy.url}/v1[/bold] -> simulated model {model.url}/v1; store {db}; logs {logs}; "
+                      f"a training round every {every} finished episodes")
         _drive(scenario, proxy.url, db, episodes=episodes, seed=seed, concurrency=concurrency, console=console)
         if not proxy.stop():
             console.print(f"[red]the proxy did not shut down cleanly[/red]\n{proxy.log()}")

@@ -115,11 +115,11 @@ class Scenario(Strict):
         """Environment for an `agentgym serve` in front of this deployment: its outcome rules, if it has its own."""
         return {"AGENTGYM_OUTCOMES": self.outcomes.model_dump_json()} if self.outcomes else {}
 
-    def learning_env(self, seed: int) -> dict[str, str]:
+    def learning_env(self, seed: int, every_episodes: int | None = None) -> dict[str, str]:
         """Environment for an `agentgym serve` that runs the whole loop unattended: its trainer on this
-        scenario's schedule and reward rule, trainer and planner seeded."""
+        scenario's schedule (or a round every `every_episodes`) and reward rule, trainer and planner seeded."""
         return {"AGENTGYM_TRAINER__ENABLED": "true",
-                "AGENTGYM_TRAINER__EVERY_EPISODES": str(self.training.train_every_episodes),
+                "AGENTGYM_TRAINER__EVERY_EPISODES": str(every_episodes or self.training.train_every_episodes),
                 "AGENTGYM_TRAINER__SEED": str(seed), "AGENTGYM_TRAINER__REWARD": self.reward.model_dump_json(),
                 "AGENTGYM_PLANNER__SEED": str(seed)}
 

@@ -113,7 +113,16 @@ class Schedule:
         self._scheduler = BackgroundScheduler(daemon=True, logger=quiet)
         self._scheduler.add_job(self.check, "interval", seconds=self.trainer.check_s, max_instances=1,
                                 coalesce=True, id="agentgym-trainer")
+        self._scheduler.add_job(self._warm, id="agentgym-trainer-warm")  # once, now
         self._scheduler.start()
+
+    def _warm(self) -> None:
+        """Import torch and load the encoder before the first round is due, so that the round
+        does not start seconds late (importing torch takes 4-10 s on two cores)."""
+        with self._lock:
+            import torch  # noqa: F401
+
+            self._encoder_of()
 
     def stop(self) -> None:
         if self._scheduler is not None:
