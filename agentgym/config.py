@@ -95,7 +95,8 @@ class PlannerConfig(Section):
     enabled: bool = Field(True, description="apply the live policy; off: requests pass unchanged, nothing is decided")
     policies_dir: Path | None = Field(None, description="the policy registry; default: the store's path + .policies")
     refresh_s: float = Field(1.0, description="how often the registry is checked for a newly promoted version")
-    epsilon: float = Field(0.01, ge=0, le=1, description="share of uniform exploration mixed into the policy")
+    epsilon: float = Field(0.01, ge=0, le=1, description="share of uniform exploration over the three actions "
+                         "(force the top tool, offer the likeliest, defer)")
     coverage: float = Field(0.9, gt=0, le=1, description="\"offer\" keeps the likeliest tools up to this probability")
     max_offered: int = Field(5, ge=1, description="and at most this many")
     seed: int | None = Field(None, description="seed for the exploration draws (tests, benchmarks)")
@@ -126,8 +127,8 @@ class TrainerConfig(Section):
     promote: Literal["auto", "manual"] = Field(
         "auto", description="auto: a version that passes the gate goes live; manual: it waits as a candidate")
     zero_shot_defer: float = Field(
-        13.0, description="the first version (text similarity alone) scores 'defer' this high: how often it leaves "
-        "requests alone while it learns")
+        13.0, description="the first version scores 'defer' this high, 'offer' 2 lower, 'force' 0: "
+        "how often it leaves requests alone (the untrained model) while it learns")
     reward: RewardRule = RewardRule()
 
 

@@ -46,7 +46,7 @@ from agentgym.trainer.batch import Batch
 from agentgym.trainer.encoder import shared_encoder
 from agentgym.trainer.engine import TorchEngine, chosen_probabilities
 from agentgym.trainer.gate import evaluate as gate
-from agentgym.trainer.policy import PolicyWeights, bucket, choose, probabilities
+from agentgym.trainer.policy import PolicyWeights, bucket, decide
 from agentgym.trainer.rounds import held_out_for_gate
 
 RESULTS = Path(__file__).parent / "results"
@@ -89,17 +89,17 @@ class Scorer:
         texts = sorted({tool_text(t["function"]) for i in items for t in i.tools})
         self.tool = dict(zip(texts, self.encoder.encode_many(texts), strict=True))
 
-    def scores(self, weights: PolicyWeights, item: Item) -> np.ndarray:
+    def arrays(self, item: Item) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The context's vector, the candidates' vectors and their buckets."""
         texts = [tool_text(t["function"]) for t in item.tools]
-        return weights.scores(self.context[item.id], np.stack([self.tool[t] for t in texts]),
-                              np.array([bucket(t["function"]["name"]) for t in item.tools]))
+        return (self.context[item.id], np.stack([self.tool[t] for t in texts]),
+                np.array([bucket(t["function"]["name"]) for t in item.tools]))
 
 
 def play(item: Item, weights: PolicyWeights, scorer: Scorer, model: SimulatedModel, config: PlannerConfig,
          rng: np.random.Generator, seed: int) -> dict[str, Any]:
     """One episode: the planner's action, the model's call under it, the environment's verdict."""
-    probs = probabilities(scorer.scores(weights, item), config.epsilon)
-    choice = choose(probs, config, rng)
+    choice = decide(weights, *scorer.arrays(item), config, rng)
     payload: dict[str, Any] = {"messages": [{"role": "user", "content": item.question}], "seed": seed,
                                "tools": [item.tools[i] for i in choice.offered]}
     if choice.action == "force":
@@ -133,7 +133,7 @@ def batch_of(plays: list[tuple[Item, int, dict[str, Any]]]) -> Batch:
 def evaluate(weights: PolicyWeights, scorer: Scorer, items: list[Item]) -> dict[str, float]:
     top1 = top3 = 0
     for item in items:
-        tool_scores = scorer.scores(weights, item)[: len(item.tools)]
+        tool_scores = weights.tool_scores(*scorer.arrays(item))
         ranked = [item.tools[i]["function"]["name"] for i in np.argsort(-tool_scores, kind="stable")]
         top1 += ranked[0] == item.gold
         top3 += item.gold in ranked[:3]

@@ -8,6 +8,10 @@ first chunk runs through a proxy with the planner off: the untrained baseline.
 
     .venv/bin/python benchmarks/learning_curve.py [--scenario customer_support] [--episodes 3000] [--chunk 200]
 
+With `--env AGENTGYM_PLANNER__ENABLED=false` the whole curve runs with the planner off: the
+untrained model on the same episodes (chunk i draws seed + 1 + i either way), the control to
+compare a trained curve's chunks with.
+
 Writes benchmarks/results/learning_curve-SCENARIO-DATE.json and, with matplotlib, a .png.
 """
 

@@ -1,7 +1,7 @@
 """The planner's decision latency in the proxy, and one training update's time, on this machine.
 
 Decision: encode the context, score 50 offered tools (their vectors cached, as in the proxy)
-and "defer", sample: p50 / p99 over 20,000 decisions, on data_analysis's 50 BFCL tools and
+and the three actions, sample: p50 / p99 over 20,000 decisions, on data_analysis's 50 BFCL tools and
 its questions. Update: one torch-engine update (60 steps, encoding the batch included) on
 10,000 logged decisions with 16-50 candidates each, on the CPU or `--device cuda`; importing
 torch, once per trainer process, is timed apart. `--tune-encoder` (a GPU) adds an update that
@@ -28,7 +28,7 @@ from agentgym.scenarios.scenario import load_scenario
 from agentgym.trainer.batch import Batch
 from agentgym.trainer.encoder import shared_encoder
 from agentgym.trainer.engine import TorchEngine
-from agentgym.trainer.policy import PolicyWeights, bucket, choose, probabilities
+from agentgym.trainer.policy import PolicyWeights, bucket, decide
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -47,7 +47,7 @@ def decision_latency(n: int) -> dict:
     for i in range(n):
         started = time.perf_counter()
         context = encoder.encode(context_text(questions[i % len(questions)]))
-        choose(probabilities(weights.scores(context, tools, buckets), config.epsilon), config, rng)
+        decide(weights, context, tools, buckets, config, rng)
         timings.append((time.perf_counter() - started) * 1000)
     p50, p99 = np.percentile(timings, [50, 99])
     return {"tools": len(functions), "decisions": n, "p50_ms": round(float(p50), 4), "p99_ms": round(float(p99), 4)}

@@ -25,7 +25,7 @@ from agentgym.proxy.outcomes import message_text
 from agentgym.proxy.usage import InferenceRecord
 from agentgym.store.recorder import Recorder
 from agentgym.trainer.encoder import Encoder, shared_encoder
-from agentgym.trainer.policy import PolicyWeights, bucket, choose, probabilities
+from agentgym.trainer.policy import PolicyWeights, bucket, decide
 from agentgym.trainer.registry import CorruptPolicy, Registry, Version
 
 log = logging.getLogger(__name__)
@@ -114,9 +114,7 @@ class Planner:
         context = context_text(payload.get("messages") or [])
         hashes, vectors = zip(*(self._tool(f) for f in functions), strict=True)
         buckets = np.array([bucket(f["name"]) for f in functions])
-        probs = probabilities(weights.scores(self.encoder.encode(context), np.stack(vectors), buckets),
-                              self.config.epsilon)
-        choice = choose(probs, self.config, self._rng)
+        choice = decide(weights, self.encoder.encode(context), np.stack(vectors), buckets, self.config, self._rng)
         names = [f["name"] for f in functions]
         record.policy_version, record.arm = version.version, "live"
         self.recorder.add("decisions", (

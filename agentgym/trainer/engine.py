@@ -6,13 +6,15 @@ An engine that trains elsewhere (an external job, Agent Lightning's trainer for 
 implements the same `update` by submitting the batch and waiting for its weights.
 
 The torch engine's update is a PPO/GRPO step on the policy of `agentgym.trainer.policy`: the
-probability of each logged choice under the new weights over the probability it was sampled
-with (the recorded propensity) is the ratio, clipped to [1 - clip, 1 + clip]; advantages are
+probability of each logged choice under the new weights (its action's probability; 0 for a
+forced tool that is no longer the top one) over the probability it was sampled with (the
+recorded propensity) is the ratio, clipped to [1 - clip, 1 + clip]; advantages are
 group-relative (`agentgym.trainer.batch.advantages`); each decision weighs 1 / its episode's
-decisions; a KL term keeps the new policy near the one that served. An auxiliary term
-(`outcome_weight`) teaches the tool scores which tool worked after each decision, the model's
-own calls under "defer" included: most decisions defer, and each still says whether the tool
-the model picked was right. Seeded, deterministic.
+decisions; a KL term over the three actions keeps the new policy near the one that served.
+The ratio trains the action scores; the tool scores learn from an auxiliary term
+(`outcome_weight`): which tool worked after each decision, the model's own calls under
+"defer" included: most decisions defer, and each still says whether the tool the model
+picked was right. Seeded, deterministic.
 
 On a GPU the engine can also fine-tune the encoder (`TorchEngine(encoder_learning_rate=...)`
 with a `TransformerEncoder`): the same loss, with the context and tool vectors computed through
@@ -30,7 +32,7 @@ import numpy as np
 from agentgym.config import TrainerConfig
 from agentgym.trainer.batch import Batch, advantages
 from agentgym.trainer.encoder import Encoder
-from agentgym.trainer.policy import DEFER, OFFER, PolicyWeights, bucket
+from agentgym.trainer.policy import DEFER, OFFER, PolicyWeights, action_of, bucket, choice_probability, probabilities
 
 
 class Engine(Protocol):
@@ -50,8 +52,9 @@ class Tensors:
     tools: np.ndarray  # (k, d): the distinct tools' vectors
     buckets: np.ndarray  # (k,)
     candidates: np.ndarray  # (n, m): index into `tools` (0 where padded)
-    mask: np.ndarray  # (n, m + 2): real candidates, then offer and defer (the last two columns)
-    chosen: np.ndarray  # (n,) column of the choice
+    mask: np.ndarray  # (n, m): real candidates
+    action: np.ndarray  # (n,) the logged action's index in ACTIONS (force, offer, defer)
+    forced: np.ndarray  # (n,) the forced tool's column; -1 when none was forced
 
     @classmethod
     def of(cls, batch: Batch, encoder: Encoder | None) -> Tensors:
@@ -62,13 +65,13 @@ class Tensors:
         tools = encode([text for _, text in batch.specs.values()])
         buckets = np.array([bucket(name) for name, _ in batch.specs.values()], np.int64)
         candidates = np.zeros((len(batch), m), np.int64)
-        mask = np.zeros((len(batch), m + 2), bool)
-        mask[:, m:] = True
+        mask = np.zeros((len(batch), m), bool)
         for i, hashes in enumerate(batch.candidates):
             candidates[i, : len(hashes)] = [order[h] for h in hashes]
             mask[i, : len(hashes)] = True
-        chosen = np.where(batch.choices == DEFER, m + 1, np.where(batch.choices == OFFER, m, batch.choices))
-        return cls(encode(batch.contexts), tools, buckets, candidates, mask, chosen)
+        action = np.array([action_of(int(c)) for c in batch.choices], np.int64)
+        forced = np.where(np.isin(batch.choices, (DEFER, OFFER)), -1, batch.choices)
+        return cls(encode(batch.contexts), tools, buckets, candidates, mask, action, forced)
 
 
 def usable(batch: Batch) -> Batch:
@@ -100,8 +103,8 @@ class TorchEngine:
                                                             else "cpu" if config.device == "auto" else config.device))
         arrays = Tensors.of(batch, None if tune else encoder)
         as_tensor = lambda a, **kw: torch.as_tensor(a, device=device, **kw)  # noqa: E731
-        buckets, candidates, mask, chosen = (as_tensor(a) for a in (arrays.buckets, arrays.candidates, arrays.mask,
-                                                                      arrays.chosen))
+        buckets, candidates, mask = as_tensor(arrays.buckets), as_tensor(arrays.candidates), as_tensor(arrays.mask)
+        action, forced_tool = as_tensor(arrays.action), as_tensor(arrays.forced)
         propensity = as_tensor(batch.propensities, dtype=torch.float32)
         advantage = as_tensor(advantages(batch.rewards, batch.weights, batch.groups, batch.episodes),
                               dtype=torch.float32)
@@ -109,28 +112,37 @@ class TorchEngine:
         labelled = as_tensor((batch.called >= 0) & (batch.called_ok >= 0))
         called, called_ok = as_tensor(batch.called), as_tensor(batch.called_ok)
         params = {k: torch.tensor(v, device=device, requires_grad=True) for k, v in current.arrays().items()}
-        valid = mask.sum(dim=1, keepdim=True)
         vectors = (TunedVectors(encoder, batch, candidates, buckets) if tune
                    else FixedVectors(as_tensor(arrays.contexts), as_tensor(arrays.tools), candidates, buckets))
 
         def forward(p: dict[str, torch.Tensor], rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            """The scores of forcing each candidate (r, m) and every action's probability (r, m + 2)."""
+            """The tool scores of `rows` (r, m; -inf where padded) and their actions' probabilities
+            (r, 3: force, offer, defer), the scores computed once a step for these, the chosen
+            probability and the outcome term. The ranking's confidence enters the action scores as
+            a given: the tool scores learn only from the outcome term."""
             contexts, tools, tool_buckets, index = vectors(rows)
             per_tool = (contexts @ p["P"]) @ (tools @ p["Q"]).T + contexts @ p["U"][tool_buckets].T + p["b"][tool_buckets]
-            forced = torch.gather(p["alpha"][0] * (contexts @ tools.T) + per_tool, 1, index)
-            scores = torch.cat([forced, (contexts @ p["v_offer"] + p["b_offer"][0]).unsqueeze(1),
-                                (contexts @ p["v"] + p["b_defer"][0]).unsqueeze(1)], dim=1)
-            soft = torch.softmax(scores.masked_fill(~mask[rows], float("-inf")), dim=1)
-            return forced, ((1 - epsilon) * soft + epsilon / valid[rows]) * mask[rows]
+            scores = torch.gather(p["alpha"][0] * (contexts @ tools.T) + per_tool, 1, index)
+            scores = scores.masked_fill(~mask[rows], float("-inf"))
+            confidence = torch.softmax(scores, dim=1).amax(dim=1).detach()
+            actions = torch.stack([p["b_force"][0] + p["c_force"][0] * confidence,
+                                   p["b_offer"][0] + p["c_offer"][0] * confidence,
+                                   p["b_defer"].expand_as(confidence)], dim=1)
+            return scores, (1 - epsilon) * torch.softmax(actions, dim=1) + epsilon / 3
 
-        def outcome_loss(forced: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        def chosen_probability(probs: torch.Tensor, scores: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            """Each logged choice's probability: its action's; 0 for a forced tool no longer on top."""
+            still_top = (forced_tool[rows] < 0) | (scores.argmax(dim=1) == forced_tool[rows])
+            return probs[torch.arange(len(rows), device=device), action[rows]] * still_top
+
+        def outcome_loss(scores: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
             """The tool scores, as a classifier of which tool works here: up for a call that
             worked, down for one that failed, whatever the action was (the model's own choices
             under "defer" too)."""
             known = labelled[rows]
             if not known.any():
                 return torch.zeros((), device=device)
-            log_p = torch.log_softmax(forced[known].masked_fill(~mask[rows][known, :-2], float("-inf")), dim=1)
+            log_p = torch.log_softmax(scores[known], dim=1)
             chosen_log_p = log_p[torch.arange(int(known.sum()), device=device), called[rows][known]]
             worked = called_ok[rows][known].float()
             return -(worked * chosen_log_p + (1 - worked) * torch.log1p(-chosen_log_p.exp().clamp(max=1 - 1e-6))).mean()
@@ -140,21 +152,21 @@ class TorchEngine:
             return (then * (torch.log(then.clamp_min(1e-12)) - torch.log(now.clamp_min(1e-12)))).sum(dim=1)
 
         def loss(p: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
-            forced, now = forward(p, rows)
+            scores, now = forward(p, rows)
             w = weight[rows] / weight[rows].sum()
-            ratio = now[torch.arange(len(rows), device=device), chosen[rows]] / propensity[rows]
+            ratio = chosen_probability(now, scores, rows) / propensity[rows]
             surrogate = torch.minimum(ratio * advantage[rows],
                                       ratio.clamp(1 - config.clip, 1 + config.clip) * advantage[rows])
             return (-(w * surrogate).sum() + config.kl * (w * kl_from_before(now, rows)).sum()
-                    + config.outcome_weight * outcome_loss(forced, rows))
+                    + config.outcome_weight * outcome_loss(scores, rows))
 
         everything = torch.arange(len(batch), device=device)
         chunks = everything.split(self.minibatch) if tune else [everything]
         with torch.no_grad():
             before = torch.cat([forward(params, rows)[1] for rows in chunks])
-        learned = [params[k] for k in ("P", "Q", "U", "b", "v", "v_offer")]  # the prior's scale and biases stay
+        learned = [params[k] for k in ("P", "Q", "U", "b")]  # the prior's scale and the action scores stay
         groups = [{"params": learned, "weight_decay": config.weight_decay},
-                  {"params": [params[k] for k in ("alpha", "b_defer", "b_offer")], "weight_decay": 0.0}]
+                  {"params": [params[k] for k in ("alpha", *PolicyWeights.ACTION_NAMES)], "weight_decay": 0.0}]
         if tune:
             groups.append({"params": list(encoder.model.parameters()), "lr": self.encoder_learning_rate,
                            "weight_decay": 0.0})
@@ -226,16 +238,13 @@ class TunedVectors:
 def chosen_probabilities(batch: Batch, encoder: Encoder, epsilon: float, *weights: PolicyWeights) -> list[np.ndarray]:
     """Each logged choice's probability under each of `weights` (numpy, as the planner computes it);
     the batch is encoded once for all of them."""
-    from agentgym.trainer.policy import probabilities
-
     arrays = Tensors.of(batch, encoder)
     out = [np.empty(len(batch)) for _ in weights]
     for i in range(len(batch)):
-        n = int(arrays.mask[i].sum()) - 2
-        index = arrays.candidates[i, :n]
-        choice = int(batch.choices[i])
-        column = n + 1 if choice == DEFER else n if choice == OFFER else choice
+        index = arrays.candidates[i, : int(arrays.mask[i].sum())]
+        context, tools, buckets = arrays.contexts[i], arrays.tools[index], arrays.buckets[index]
         for probs_of, w in zip(out, weights, strict=True):
-            probs_of[i] = probabilities(w.scores(arrays.contexts[i], arrays.tools[index], arrays.buckets[index]),
-                                        epsilon)[column]
+            scores = w.tool_scores(context, tools, buckets)
+            action_probs = probabilities(w.action_scores(scores), epsilon)
+            probs_of[i] = choice_probability(int(batch.choices[i]), scores, action_probs)
     return out

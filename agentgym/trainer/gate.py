@@ -1,11 +1,13 @@
 """The evaluation gate: a new version serves nothing unless, on the decisions already logged,
-its estimated reward is not worse than the policy that served them.
+its estimated reward is not worse than the policy that served them, nor than no planner at all.
 
 The estimate is self-normalised importance sampling (SNIPS): each logged decision's reward
 weighted by (the new policy's probability of the logged choice) / (the probability it was
 sampled with), and by its episode share, normalised by the sum of those weights. The serving
-policy's own value is the same sum with its own probabilities (ratio 1 when on-policy). A
-bootstrap over episodes gives the 95% interval of the difference.
+policy's own value is the same sum with its own probabilities (ratio 1 when on-policy); no
+planner's is the same sum for a policy that always defers (probability 1 of each logged
+"defer", 0 of anything else): the untrained model, which a planner has to beat, not only its
+own predecessor. A bootstrap over episodes gives the 95% interval of each difference.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from agentgym.trainer.batch import Batch
+from agentgym.trainer.policy import DEFER
 
 
 def snips(batch: Batch, probabilities: np.ndarray) -> float:
@@ -25,26 +28,35 @@ def snips(batch: Batch, probabilities: np.ndarray) -> float:
 def evaluate(batch: Batch, new: np.ndarray, current: np.ndarray, *, margin: float = 0.0, resamples: int = 300,
              seed: int = 0) -> dict[str, Any]:
     """`new` and `current`: each policy's probability of every logged choice. Passes when the new
-    policy's estimate is at least the current one's minus `margin`."""
+    policy's estimate is at least the current one's, and always deferring's where the batch
+    has logged defers, minus `margin`."""
     episodes = np.array(batch.episodes)
     unique, index = np.unique(episodes, return_inverse=True)
-    rng = np.random.default_rng(seed)
-    w_new = batch.weights * new / batch.propensities
-    w_cur = batch.weights * current / batch.propensities
+    picks = np.random.default_rng(seed).integers(0, len(unique), (resamples, len(unique)))
 
-    def per_episode(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def per_episode(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        w = batch.weights * probabilities / batch.propensities
         return np.bincount(index, w * batch.rewards, len(unique)), np.bincount(index, w, len(unique))
 
-    (num_new, den_new), (num_cur, den_cur) = per_episode(w_new), per_episode(w_cur)
-    value_new, value_cur = num_new.sum() / den_new.sum(), num_cur.sum() / den_cur.sum()
-    diffs = []
-    for _ in range(resamples):
-        pick = rng.integers(0, len(unique), len(unique))
-        diffs.append(num_new[pick].sum() / den_new[pick].sum() - num_cur[pick].sum() / den_cur[pick].sum())
-    low, high = np.percentile(diffs, [2.5, 97.5])
-    difference = value_new - value_cur
-    return {"method": "snips", "decisions": len(batch), "episodes": len(unique), "new": round(float(value_new), 4),
-            "current": round(float(value_cur), 4), "difference": round(float(difference), 4),
-            "ci95": [round(float(low), 4), round(float(high), 4)], "margin": margin,
+    num_new, den_new = per_episode(new)
+
+    def against(reference: np.ndarray) -> dict[str, Any]:
+        num, den = per_episode(reference)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a resample may hold none of the reference's choices
+            diffs = num_new[picks].sum(1) / den_new[picks].sum(1) - num[picks].sum(1) / den[picks].sum(1)
+        value = num.sum() / den.sum()
+        low, high = np.nanpercentile(diffs, [2.5, 97.5])
+        difference = num_new.sum() / den_new.sum() - value
+        return {"value": round(float(value), 4), "difference": round(float(difference), 4),
+                "ci95": [round(float(low), 4), round(float(high), 4)], "passed": bool(difference >= -margin)}
+
+    versus_current = against(current)
+    deferring = (batch.choices == DEFER).astype(float)
+    versus_untrained = against(deferring) if deferring.any() else None
+    w_new = batch.weights * new / batch.propensities
+    return {"method": "snips", "decisions": len(batch), "episodes": len(unique),
+            "new": round(float(num_new.sum() / den_new.sum()), 4), "current": versus_current["value"],
+            "difference": versus_current["difference"], "ci95": versus_current["ci95"], "margin": margin,
+            "untrained": versus_untrained,
             "effective_sample_size": round(float(w_new.sum() ** 2 / (w_new ** 2).sum()), 1),
-            "passed": bool(difference >= -margin)}
+            "passed": versus_current["passed"] and (versus_untrained is None or versus_untrained["passed"])}

@@ -1,19 +1,29 @@
-"""The default planner's policy: what it scores, and the action it samples.
+"""The default planner's policy: how it ranks the offered tools, and the action it samples.
 
 For a request, `c` is the encoded context (the latest user turn and the tool results since)
-and `t_j` each offered tool's encoded text (name, description, parameter names). Forcing tool
-j scores
+and `t_j` each offered tool's encoded text (name, description, parameter names). Tool j scores
 
     s_j = alpha * c.t_j  +  (c P).(t_j Q)  +  U[h_j].c  +  b[h_j]
 
 The first term generalises to tools never seen (text similarity); the low-rank bilinear term
 learns which kinds of request go with which kinds of tool; `U` and `b`, indexed by a hash of
 the tool's name, learn this deployment's facts about each tool ("this one fails for refunds").
-Two more actions score from the context alone: "offer" (`v_offer.c + b_offer`: send only the
-likeliest tools, by the force scores, up to `coverage` of their probability and at most
-`max_offered`: fewer tokens, fewer distractors) and "defer" (`v.c + b_defer`: send the request
-unchanged). The policy samples one action from softmax(scores) mixed with `epsilon` uniform
-exploration and records its probability (the propensity).
+The scores only rank the tools. The action is one of three, each scored from how sure the
+ranking is (`confidence`: the top tool's softmax probability):
+
+    force  b_force + c_force * confidence   make the model call the top-scored tool
+    offer  b_offer + c_offer * confidence   send only the likeliest tools by softmax(s), up to
+                                            `coverage`, at most `max_offered`
+    defer  b_defer                          send the request unchanged
+
+Five numbers: the actions learn from the few requests where they were explored, too few for a
+score per context dimension (those overfit and drifted in the learning-curve runs). The policy
+samples one of the three from softmax(action scores) mixed with `epsilon` uniform exploration
+over the three, and records that probability (the propensity). Which tool is forced, or which
+are offered, follows from the scores; so a logged "force tool j" has, under other weights, the
+probability of "force" if j is still their top tool and 0 if not. A logged offer counts as
+"offer" whatever tools it kept: which tools rank first is the outcome term's lesson
+(`agentgym.trainer.engine`), not the ratio's.
 
 numpy only: the proxy scores with this; the trainer's torch engine mirrors the same formula.
 """
@@ -32,12 +42,18 @@ from agentgym.config import PlannerConfig
 BUCKETS = 2048
 RANK = 16
 DEFER, OFFER = -1, -2  # a decision's `choice` when it forced no tool
-Action = Literal["defer", "force", "offer"]
+Action = Literal["force", "offer", "defer"]
+ACTIONS: tuple[Action, ...] = ("force", "offer", "defer")  # the order of `PolicyWeights.action_scores`
 
 
 def bucket(tool_name: str) -> int:
     """A stable bucket for a tool's name (the same across processes and versions)."""
     return int.from_bytes(hashlib.blake2b(tool_name.encode(), digest_size=4).digest(), "little") % BUCKETS
+
+
+def action_of(choice: int) -> int:
+    """A logged `choice` (a tool index, OFFER or DEFER) as its index in ACTIONS."""
+    return 2 if choice == DEFER else 1 if choice == OFFER else 0
 
 
 @dataclass
@@ -47,23 +63,28 @@ class PolicyWeights:
     Q: np.ndarray  # (d, RANK)
     U: np.ndarray  # (BUCKETS, d)
     b: np.ndarray  # (BUCKETS,)
-    v: np.ndarray  # (d,)
-    b_defer: np.ndarray  # (1,)
-    v_offer: np.ndarray  # (d,)
+    b_force: np.ndarray  # (1,)
+    c_force: np.ndarray  # (1,)
     b_offer: np.ndarray  # (1,)
+    c_offer: np.ndarray  # (1,)
+    b_defer: np.ndarray  # (1,)
 
-    NAMES = ("alpha", "P", "Q", "U", "b", "v", "b_defer", "v_offer", "b_offer")
+    NAMES = ("alpha", "P", "Q", "U", "b", "b_force", "c_force", "b_offer", "c_offer", "b_defer")
+    ACTION_NAMES = NAMES[5:]  # the action scores' five numbers
 
     @classmethod
-    def zero_shot(cls, dimensions: int, *, alpha: float = 10.0, b_defer: float = 0.0, b_offer: float | None = None,
-                  seed: int = 0) -> PolicyWeights:
-        """Text similarity alone: the untrained starting point (and the encoder baseline)."""
+    def zero_shot(cls, dimensions: int, *, alpha: float = 10.0, b_defer: float = 0.0, seed: int = 0) -> PolicyWeights:
+        """Text similarity ranks the tools; "offer" scores 2 below `b_defer` and "force" 0. With a
+        high `b_defer` it is the untrained model but for one request in eight offered the
+        likeliest tools: enough for the update to grow "offer" where it pays (the ratio's clip
+        lets an action's probability grow by at most 1 + clip a round), and forcing is left to
+        exploration: it worked least in every scenario."""
         rng = np.random.default_rng(seed)
         small = lambda *shape: (rng.standard_normal(shape) * 0.01).astype(np.float32)  # noqa: E731 - breaks symmetry
+        zeros = lambda *shape: np.zeros(shape, np.float32)  # noqa: E731
         return cls(np.array([alpha], np.float32), small(dimensions, RANK), small(dimensions, RANK),
-                   np.zeros((BUCKETS, dimensions), np.float32), np.zeros(BUCKETS, np.float32),
-                   np.zeros(dimensions, np.float32), np.array([b_defer], np.float32),
-                   np.zeros(dimensions, np.float32), np.array([b_defer - 2 if b_offer is None else b_offer], np.float32))
+                   zeros(BUCKETS, dimensions), zeros(BUCKETS), zeros(1), zeros(1), np.array([b_defer - 2], np.float32),
+                   zeros(1), np.array([b_defer], np.float32))
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in self.NAMES}
@@ -80,25 +101,38 @@ class PolicyWeights:
             if missing:
                 raise ValueError(f"policy weights lack {', '.join(missing)}")
             weights = cls(**{n: arrays[n].astype(np.float32) for n in cls.NAMES})
-        d = weights.v.shape[0]
-        shapes = {"alpha": (1,), "P": (d, RANK), "Q": (d, RANK), "U": (BUCKETS, d), "b": (BUCKETS,), "v": (d,),
-                  "b_defer": (1,), "v_offer": (d,), "b_offer": (1,)}
+        d = weights.P.shape[0]
+        shapes = {"alpha": (1,), "P": (d, RANK), "Q": (d, RANK), "U": (BUCKETS, d), "b": (BUCKETS,),
+                  **{name: (1,) for name in cls.ACTION_NAMES}}
         for name, shape in shapes.items():
             if getattr(weights, name).shape != shape or not np.isfinite(getattr(weights, name)).all():
                 raise ValueError(f"policy weight {name} has shape {getattr(weights, name).shape}, expected {shape}, "
                                  "or is not finite")
         return weights
 
-    def scores(self, context: np.ndarray, tools: np.ndarray, buckets: np.ndarray) -> np.ndarray:
-        """Scores of forcing each offered tool, then of "offer", then of "defer"."""
-        tool_scores = (self.alpha[0] * (tools @ context) + (tools @ self.Q) @ (context @ self.P)
-                       + self.U[buckets] @ context + self.b[buckets])
-        return np.append(tool_scores, [context @ self.v_offer + self.b_offer[0], context @ self.v + self.b_defer[0]])
+    def tool_scores(self, context: np.ndarray, tools: np.ndarray, buckets: np.ndarray) -> np.ndarray:
+        """s_j of each offered tool."""
+        return (self.alpha[0] * (tools @ context) + (tools @ self.Q) @ (context @ self.P)
+                + self.U[buckets] @ context + self.b[buckets])
+
+    def action_scores(self, tool_scores: np.ndarray) -> np.ndarray:
+        """Scores of force, offer, defer (ACTIONS' order)."""
+        confidence = 1.0 / np.exp(tool_scores - tool_scores.max()).sum()  # the top tool's softmax probability
+        return np.array([self.b_force[0] + self.c_force[0] * confidence, self.b_offer[0] + self.c_offer[0] * confidence,
+                         self.b_defer[0]])
 
 
-def probabilities(scores: np.ndarray, epsilon: float) -> np.ndarray:
-    shifted = np.exp(scores - scores.max())
-    return (1 - epsilon) * shifted / shifted.sum() + epsilon / len(scores)
+def probabilities(action_scores: np.ndarray, epsilon: float) -> np.ndarray:
+    """Each action's probability: softmax of its score, mixed with `epsilon` uniform exploration."""
+    shifted = np.exp(action_scores - action_scores.max())
+    return (1 - epsilon) * shifted / shifted.sum() + epsilon / len(action_scores)
+
+
+def choice_probability(choice: int, tool_scores: np.ndarray, action_probs: np.ndarray) -> float:
+    """The probability of a logged `choice` under the weights that gave these scores: forcing a
+    tool that is not their top one is an action they never take."""
+    p = float(action_probs[action_of(choice)])
+    return p if choice < 0 or int(np.argmax(tool_scores)) == choice else 0.0
 
 
 @dataclass
@@ -111,16 +145,18 @@ class Choice:
     offered: list[int] = field(default_factory=list)  # indices offered after the action
 
 
-def choose(probs: np.ndarray, config: PlannerConfig, rng: np.random.Generator) -> Choice:
-    """Sample an action from `probs` (force each offered tool, offer, defer) and apply it."""
-    n_tools = len(probs) - 2
-    index = int(rng.choice(len(probs), p=probs / probs.sum()))
-    propensity = float(probs[index])
-    if index == n_tools + 1:
-        return Choice("defer", DEFER, propensity, list(range(n_tools)))
-    if index < n_tools:
-        return Choice("force", index, propensity, [index])
-    tool_probs = probs[:n_tools] / probs[:n_tools].sum()
+def choose(tool_scores: np.ndarray, action_probs: np.ndarray, config: PlannerConfig,
+           rng: np.random.Generator) -> Choice:
+    """Sample an action from `action_probs` and apply it with the tools ranked by `tool_scores`."""
+    index = int(rng.choice(len(ACTIONS), p=action_probs / action_probs.sum()))
+    action, propensity = ACTIONS[index], float(action_probs[index])
+    if action == "defer":
+        return Choice("defer", DEFER, propensity, list(range(len(tool_scores))))
+    if action == "force":
+        top = int(np.argmax(tool_scores))
+        return Choice("force", top, propensity, [top])
+    tool_probs = np.exp(tool_scores - tool_scores.max())
+    tool_probs /= tool_probs.sum()
     kept, covered = [], 0.0
     for i in np.argsort(-tool_probs, kind="stable"):
         if len(kept) >= config.max_offered or covered >= config.coverage:
@@ -128,3 +164,10 @@ def choose(probs: np.ndarray, config: PlannerConfig, rng: np.random.Generator) -
         kept.append(int(i))
         covered += float(tool_probs[i])
     return Choice("offer", OFFER, propensity, sorted(kept))
+
+
+def decide(weights: PolicyWeights, context: np.ndarray, tools: np.ndarray, buckets: np.ndarray,
+           config: PlannerConfig, rng: np.random.Generator) -> Choice:
+    """The planner's decision for one request: score the tools, then the actions, then sample."""
+    scores = weights.tool_scores(context, tools, buckets)
+    return choose(scores, probabilities(weights.action_scores(scores), config.epsilon), config, rng)

@@ -2,10 +2,10 @@
 
 A round: the decisions the live version served (earlier versions' too, importance-corrected,
 if configured) in finished episodes; an engine update on four episodes in five; the gate on
-the fifth; the new version registered
-with its statistics and estimate, and made live if it passed and promotion is automatic.
-With no version yet, the first round registers the encoder's zero-shot policy, so that the
-planner starts acting, and logging decisions to learn from.
+the fifth; the new version registered with its statistics and estimate, and made live if it
+passed and promotion is automatic. With no version yet, the first round registers the
+zero-shot policy: the tools ranked by text similarity, and mostly deferring (the untrained
+model) but offering the likeliest tools one time in eight, logging decisions to learn from.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Enc
         weights = PolicyWeights.zero_shot(encoder.dimensions, b_defer=trainer.zero_shot_defer, seed=trainer.seed)
         version = registry.register(weights, parent=None, encoder=ENCODER_ID, encoder_checksum=encoder.checksum,
                                     training={"engine": "zero-shot", "seed": trainer.seed},
-                                    gate={"method": "none", "reason": "first version: text similarity alone"},
+                                    gate={"method": "none", "reason": "first version: mostly deferring"},
                                     engine="zero-shot")
         if trainer.promote == "auto":
             registry.promote(version.version, by=by, reason="first version")
@@ -73,11 +73,13 @@ def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Enc
                                 training=stats, gate=gate, engine=stats["engine"])
     result = {"status": "registered", "version": version.version, "parent": live, "training": stats, "gate": gate,
               "promoted": False}
+    estimate = f"estimate {gate['difference']:+.4f} against current" + (
+        f", {gate['untrained']['difference']:+.4f} against no planner" if gate["untrained"] else "")
     if not gate["passed"]:
-        registry.refuse(version.version, by=by, reason=f"gate: estimate {gate['difference']:+.4f} below current")
+        registry.refuse(version.version, by=by, reason=f"gate: {estimate}")
         result["status"] = "refused"
     elif trainer.promote == "auto":
-        registry.promote(version.version, by=by, reason=f"gate passed: estimate {gate['difference']:+.4f}")
+        registry.promote(version.version, by=by, reason=f"gate passed: {estimate}")
         result["promoted"] = True
     return result
 
