@@ -20,11 +20,6 @@ from agentgym.trainer.batch import Batch
 from agentgym.trainer.policy import DEFER
 
 
-def snips(batch: Batch, probabilities: np.ndarray) -> float:
-    w = batch.weights * probabilities / batch.propensities
-    return float((w * batch.rewards).sum() / w.sum())
-
-
 def evaluate(batch: Batch, new: np.ndarray, current: np.ndarray, *, margin: float = 0.0, resamples: int = 300,
              seed: int = 0) -> dict[str, Any]:
     """`new` and `current`: each policy's probability of every logged choice. Passes when the new
