@@ -119,12 +119,11 @@ class Schedule:
         self._scheduler.start()
 
     def _warm(self) -> None:
-        """Import torch and load the encoder before the first round is due, so that the round
-        does not start seconds late (importing torch takes 4-10 s on two cores)."""
-        with self._lock:
-            import torch  # noqa: F401
-
-            self._encoder_of()
+        """Load the encoder and import torch before the first update is due, so that it does not
+        start seconds late (importing torch takes 4-10 s on two cores). Not under the round lock:
+        the first round, registering the zero-shot version, needs only the encoder."""
+        self._encoder_of()
+        import torch  # noqa: F401
 
     def stop(self) -> None:
         if self._scheduler is not None:
