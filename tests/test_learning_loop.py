@@ -141,9 +141,11 @@ def test_hot_swap_under_load_fails_no_request_and_a_corrupt_version_is_refused(s
     asyncio.run(asyncio.sleep(0.5))
     bad = registry.register(PolicyWeights.zero_shot(encoder.dimensions), parent=versions[1], encoder="e",
                             encoder_checksum=encoder.checksum, training={}, gate={}).version
-    registry.promote(bad, by="test", reason="to be corrupted")
+    # the artifact is corrupted on disk before the index names it live (promote itself checks it
+    # first, so write the index as a registry whose file rotted afterwards would read)
     (registry.folder / f"{bad}.npz").write_bytes(b"not a policy")
-    registry.index_path.touch()
+    with registry._editing() as index:
+        index.live = bad
     asyncio.run(asyncio.sleep(0.5))
     assert [call(1000 + i) for i in range(20)] == [200] * 20
     assert proxy.stop(), proxy.log()
