@@ -20,6 +20,8 @@ scenarios_app = typer.Typer(no_args_is_help=True, help="The scenario library and
 app.add_typer(scenarios_app, name="scenarios")
 policies_app = typer.Typer(no_args_is_help=True, help="The policy registry: versions, promotion, rollback.")
 app.add_typer(policies_app, name="policies")
+rollout_app = typer.Typer(no_args_is_help=True, help="Rollouts: what serves which share of episodes.")
+app.add_typer(rollout_app, name="rollout")
 console = Console()
 err = Console(stderr=True)
 
@@ -192,7 +194,8 @@ def policies_list(
     if format is ReportFormat.json:
         print(index.model_dump_json(indent=2))
         return
-    table = Table(title=f"policies (live: {index.live or 'none'})")
+    canary = f", canary: {index.canary.version} at {index.canary.percent:g}%" if index.canary else ""
+    table = Table(title=f"policies (live: {index.live or 'none'}{canary})")
     for column in ("version", "status", "parent", "engine", "created", "decisions", "gate estimate", "gate ci95"):
         table.add_column(column)
     for v in index.versions.values():
@@ -218,17 +221,24 @@ def policies_promote(
     version: str,
     config: ConfigOption = None,
     db: DbOption = None,
+    canary: Annotated[float | None, typer.Option(help="serve VERSION to this percentage of episodes beside the live "
+                                                       "one, instead of making it live")] = None,
     reason: Annotated[str, typer.Option(help="recorded with the change")] = "manual promotion",
 ) -> None:
-    """Make VERSION live now (a manual override); a running proxy serves it within seconds."""
+    """Make VERSION live now (a manual override), or with --canary PCT start a canary of it; a
+    running proxy follows within seconds."""
     from agentgym.trainer.registry import CorruptPolicy
 
+    registry, by = _registry(config, db), f"cli:{os.environ.get('USER', 'unknown')}"
     try:
-        promoted = _registry(config, db).promote(version, by=f"cli:{os.environ.get('USER', 'unknown')}", reason=reason)
-    except (KeyError, CorruptPolicy) as exc:
+        if canary is None:
+            console.print(f"{registry.promote(version, by=by, reason=reason).version} is live")
+        else:
+            registry.start_canary(version, canary, by=by, reason=reason)
+            console.print(f"{version} serves {canary:g}% of episodes; {registry.index().live or 'no policy'} the rest")
+    except (KeyError, ValueError) as exc:  # CorruptPolicy is a ValueError
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
-    console.print(f"{promoted.version} is live")
 
 
 @policies_app.command("rollback")
@@ -237,13 +247,31 @@ def policies_rollback(
     db: DbOption = None,
     reason: Annotated[str, typer.Option(help="recorded with the change")] = "manual rollback",
 ) -> None:
-    """Back to the version that was live before the current one (or to none)."""
+    """End the running canary; with none, back to the version that was live before the current
+    one (or to none)."""
     try:
         back = _registry(config, db).rollback(by=f"cli:{os.environ.get('USER', 'unknown')}", reason=reason)
     except ValueError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     console.print(f"{back.version} is live" if back else "no policy is live: requests pass unchanged")
+
+
+@rollout_app.command("status")
+def rollout_status(config: ConfigOption = None, db: DbOption = None) -> None:
+    """What serves which share of episodes now, and the canary's history."""
+    index = _registry(config, db).index()
+    canary = index.canary
+    share = 100 - (canary.percent if canary else 0)
+    console.print(f"live: {index.live or 'none (requests unchanged)'}, {share:g}% of episodes")
+    if canary is None:
+        console.print("canary: none")
+        return
+    started = datetime.fromtimestamp(canary.started_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    console.print(f"canary: {canary.version}, {canary.percent:g}% of episodes, since {started} UTC")
+    for change in index.versions[canary.version].history:
+        at = datetime.fromtimestamp(change["at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+        console.print(f"  {at}  {change['from']} -> {change['to']}  by {change['by']}: {change['reason']}")
 
 
 @scenarios_app.command("list")

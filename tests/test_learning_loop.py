@@ -186,6 +186,68 @@ def test_train_and_policies_from_the_command_line_while_the_proxy_runs(start_pro
     assert back.returncode == 0 and "v1 is live" in back.stdout
     shown = json.loads(_agentgym("policies", "show", "v2", "--db", str(db)).stdout)
     assert shown["status"] == "rolled_back" and [h["to"] for h in shown["history"]] == ["live", "rolled_back"]
+    started = _agentgym("policies", "promote", "v2", "--canary", "20", "--db", str(db))
+    assert started.returncode == 0 and "v2 serves 20% of episodes; v1 the rest" in started.stdout
+    status = _agentgym("rollout", "status", "--db", str(db)).stdout
+    assert "live: v1, 80% of episodes" in status and "canary: v2, 20% of episodes" in status
+    refused = _agentgym("policies", "promote", "v2", "--canary", "150", "--db", str(db))
+    assert refused.returncode == 1 and "less than 100%" in refused.stderr
+    assert "v1 is live" in _agentgym("policies", "rollback", "--db", str(db)).stdout
+    assert "canary: none" in _agentgym("rollout", "status", "--db", str(db)).stdout
     assert proxy.stop(), proxy.log()
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT policy_version FROM decisions").fetchall() == [("v2",)]  # served within the refresh
+
+
+def test_a_canary_serves_its_share_of_episodes_sticky_across_a_restart_and_rolls_back_under_load(start_proxy,
+                                                                                                 tmp_path):
+    from agentgym.proxy.planner import episode_share
+
+    db = tmp_path / "canary.duckdb"
+    registry = Registry(default_dir(db))
+    encoder = shared_encoder()
+    live, candidate = [registry.register(PolicyWeights.zero_shot(encoder.dimensions, b_defer=b), parent=None,
+                                         encoder="e", encoder_checksum=encoder.checksum, training={}, gate={}).version
+                       for b in (0.0, 5.0)]
+    registry.promote(live, by="test", reason="start")
+    registry.start_canary(candidate, 30, by="test", reason="try it")
+    scenario = load_scenario("customer_support")
+    body = {"model": "agentgym-sim", "tools": scenario.tools,
+            "messages": [{"role": "user", "content": scenario.tasks[0].user}]}
+
+    def call(url: str, episode: str, seed: int) -> int:
+        return httpx.post(f"{url}/v1/chat/completions", json={**body, "seed": seed}, timeout=30,
+                          headers={"x-agentgym-episode-id": episode}).status_code
+
+    episodes = [f"ep-{i}" for i in range(60)]
+    proxy = start_proxy(db=db, env={"AGENTGYM_PLANNER__REFRESH_S": "0.05"})
+    assert [call(proxy.url, e, k) for e in episodes[:40] for k in range(2)] == [200] * 80
+    assert proxy.stop(), proxy.log()
+    proxy = start_proxy(db=db, env={"AGENTGYM_PLANNER__REFRESH_S": "0.05"})  # the canary survives a restart
+    assert [call(proxy.url, e, 2) for e in episodes] == [200] * 60  # old episodes again, and new ones
+    with ThreadPoolExecutor(8) as pool:  # rollback and a new canary while requests are in flight
+        pending = [pool.submit(call, proxy.url, f"load-{i}", i) for i in range(200)]
+        for flip in range(10):
+            if flip % 2:
+                registry.start_canary(candidate, 50, by="test", reason="again")
+            else:
+                registry.rollback(by="test", reason="flip")
+            time.sleep(0.03)
+        assert [f.result() for f in pending] == [200] * 200
+    registry.rollback(by="test", reason="done")
+    time.sleep(0.3)
+    assert [call(proxy.url, f"after-{i}", i) for i in range(10)] == [200] * 10
+    assert proxy.stop(), proxy.log()
+
+    con = duckdb.connect(str(db), read_only=True)
+    served = con.execute("SELECT episode_id, list(DISTINCT arm), list(DISTINCT policy_version) FROM decisions "
+                         "WHERE episode_id LIKE 'ep-%' GROUP BY episode_id").fetchall()
+    assert len(served) == 60
+    expected = {e for e in episodes if episode_share(e) < 0.3}
+    assert 8 <= len(expected) <= 28  # the hash spreads episodes as a 30% share should
+    for episode, arms, versions in served:  # one arm per episode, before and after the restart
+        assert (arms, versions) == ((["canary"], [candidate]) if episode in expected else (["live"], [live])), episode
+    after = con.execute("SELECT list(DISTINCT arm), list(DISTINCT policy_version) FROM decisions "
+                        "WHERE episode_id LIKE 'after-%'").fetchone()
+    assert after == (["live"], [live])  # rolled back: the live version serves every episode
+    assert registry.index().canary is None and registry.index().versions[candidate].status == "rolled_back"

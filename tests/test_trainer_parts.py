@@ -200,3 +200,27 @@ def test_fine_tuning_the_encoder_moves_it_toward_the_tool_that_worked():
     assert cancel_margin(new) > untuned + 5.0, (untuned, cancel_margin(new))  # the encoder alone learned it
     with pytest.raises(ValueError, match="trainable"):
         TorchEngine(encoder_learning_rate=1e-4).update(batch, start, shared_encoder(), config, 0.05)
+
+
+def test_registry_canary_starts_moves_ends_in_promotion_or_rollback(tmp_path):
+    registry = Registry(tmp_path / "policies")
+    weights = PolicyWeights.zero_shot(8)
+    v1, v2, v3 = (registry.register(weights, parent=None, encoder="e", encoder_checksum="c", training={}, gate={}).version
+                  for _ in range(3))
+    registry.promote(v1, by="test", reason="first")
+    with pytest.raises(ValueError, match="live already"):
+        registry.start_canary(v1, 5, by="test", reason="no")
+    with pytest.raises(ValueError, match="promote it"):
+        registry.start_canary(v2, 100, by="test", reason="no")
+    registry.start_canary(v2, 5, by="test", reason="try")
+    registry.start_canary(v2, 25, by="test", reason="next step")
+    assert registry.index().canary.percent == 25 and registry.index().versions[v2].status == "canary"
+    with pytest.raises(ValueError, match=f"{v2} is in canary"):
+        registry.start_canary(v3, 5, by="test", reason="no")
+    assert registry.rollback(by="test", reason="worse").version == v1  # the canary ends; v1 keeps serving
+    assert registry.index().canary is None and registry.index().versions[v2].status == "rolled_back"
+    registry.start_canary(v3, 50, by="test", reason="try")
+    registry.promote(v3, by="test", reason="better")
+    index = registry.index()
+    assert index.live == v3 and index.canary is None and index.versions[v1].status == "retired"
+    assert [h["to"] for h in index.versions[v3].history] == ["canary", "live"]

@@ -2,10 +2,12 @@
 what it decided (the `decisions` table) for the trainer.
 
 With no live version, or when the client chose `tool_choice` itself, requests pass unchanged.
-The live version is re-read from the registry when its index changes (`refresh`, every
-`planner.refresh_s`); a version whose artifact fails its checksum is refused and the one
-serving keeps serving. The swap is one reference assignment: a request in flight finishes
-with the version it started with. Everything here runs inside the proxy's fail-open guard.
+While a canary runs, its version serves its share of episodes instead (`arm` "canary"): an
+episode's share is a hash of its id, so all its requests stay on one arm. The versions are
+re-read from the registry when its index changes (`refresh`, every `planner.refresh_s`); a
+version whose artifact fails its checksum is refused and the one serving keeps serving. The
+swap is one reference assignment: a request in flight finishes with the version it started
+with. Everything here runs inside the proxy's fail-open guard.
 """
 
 from __future__ import annotations
@@ -54,6 +56,11 @@ def spec_hash(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
+def episode_share(episode_id: str) -> float:
+    """A stable place in [0, 1) for an episode: the same in every process and after restarts."""
+    return int.from_bytes(hashlib.blake2b(episode_id.encode(), digest_size=8).digest(), "little") / 2**64
+
+
 class Planner:
     def __init__(self, config: PlannerConfig, registry: Registry, recorder: Recorder, *,
                  encoder: Encoder | None = None) -> None:
@@ -61,6 +68,7 @@ class Planner:
         self.registry = registry
         self.recorder = recorder
         self.live: tuple[Version, PolicyWeights] | None = None
+        self.canary: tuple[Version, PolicyWeights, float] | None = None  # and its percentage of episodes
         self.refused: set[str] = set()
         self._encoder = encoder
         self._stamp: float | None = None
@@ -74,7 +82,8 @@ class Planner:
         return self._encoder
 
     def refresh(self) -> None:
-        """Serve the registry's live version; keep the current one if the new artifact is refused.
+        """Serve the registry's live and canary versions; keep the current ones if a new artifact
+        is refused.
 
         Blocking (it may load, or at a machine's first use distil, the encoder): run it off the
         event loop."""
@@ -82,43 +91,60 @@ class Planner:
         if stamp == self._stamp:
             return
         self._stamp = stamp
-        live = self.registry.index().live
-        if live is None:
-            self.live = None
-        elif (self.live is None or self.live[0].version != live) and live not in self.refused:
-            try:
-                loaded = self.registry.load(live)
-            except CorruptPolicy:
-                self.refused.add(live)
-                log.exception("policy %s refused; %s keeps serving", live, self.live[0].version if self.live else "none")
-                return
-            if loaded[0].encoder_checksum != self.encoder.checksum:
-                self.refused.add(live)
-                log.error("policy %s was trained on another encoder; refused", live)
-                return
-            self.live = loaded
-            log.info("now serving policy %s", live)
+        index = self.registry.index()
+        self.live = self._serving(index.live, self.live)
+        canary = index.canary
+        loaded = self._serving(canary.version if canary else None, self.canary[:2] if self.canary else None)
+        self.canary = (*loaded, canary.percent) if loaded and canary else None
+
+    def _serving(self, wanted: str | None, current: tuple[Version, PolicyWeights] | None
+                 ) -> tuple[Version, PolicyWeights] | None:
+        """`wanted`'s weights (`current` if it is that version already, or if `wanted` is refused)."""
+        if wanted is None:
+            return None
+        if current is not None and current[0].version == wanted or wanted in self.refused:
+            return current
+        try:
+            loaded = self.registry.load(wanted)
+        except CorruptPolicy:
+            self.refused.add(wanted)
+            log.exception("policy %s refused; %s keeps serving", wanted, current[0].version if current else "none")
+            return current
+        if loaded[0].encoder_checksum != self.encoder.checksum:
+            self.refused.add(wanted)
+            log.error("policy %s was trained on another encoder; refused", wanted)
+            return current
+        log.info("now serving policy %s", wanted)
+        return loaded
+
+    def arm(self, episode_id: str) -> tuple[str, tuple[Version, PolicyWeights] | None]:
+        """The arm an episode is on ("canary" for its share of episodes, else "live") and the
+        version serving it."""
+        canary = self.canary
+        if canary is not None and episode_share(episode_id) < canary[2] / 100:
+            return "canary", canary[:2]
+        return "live", self.live
 
     def plan(self, payload: dict[str, Any], record: InferenceRecord) -> dict[str, Any] | None:
         """The request as the policy would send it, or None to send it unchanged. Records the decision."""
-        live = self.live  # set only once the encoder is loaded (refresh)
+        arm, serving = self.arm(record.episode_id)  # set only once the encoder is loaded (refresh)
         tools = payload.get("tools")
-        if live is None or not self.config.enabled or not isinstance(tools, list) or not tools:
+        if serving is None or not self.config.enabled or not isinstance(tools, list) or not tools:
             return None
         if payload.get("tool_choice") not in (None, "auto"):
             return None  # the client chose; the planner does not overrule it
         functions = [t.get("function") for t in tools if isinstance(t, dict) and t.get("type") == "function"]
         if len(functions) != len(tools) or not all(isinstance(f, dict) and f.get("name") for f in functions):
             return None
-        version, weights = live
+        version, weights = serving
         context = context_text(payload.get("messages") or [])
         hashes, vectors = zip(*(self._tool(f) for f in functions), strict=True)
         buckets = np.array([bucket(f["name"]) for f in functions])
         choice = decide(weights, self.encoder.encode(context), np.stack(vectors), buckets, self.config, self._rng)
         names = [f["name"] for f in functions]
-        record.policy_version, record.arm = version.version, "live"
+        record.policy_version, record.arm = version.version, arm
         self.recorder.add("decisions", (
-            new_id("dec"), record.id, record.episode_id, record.created_at, version.version, "live", choice.action,
+            new_id("dec"), record.id, record.episode_id, record.created_at, version.version, arm, choice.action,
             names[choice.tool] if choice.action == "force" else None, choice.tool, choice.propensity,
             orjson.dumps(list(hashes)).decode(), orjson.dumps([names[i] for i in choice.offered]).decode(), context))
         if choice.action == "defer":

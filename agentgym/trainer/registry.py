@@ -44,8 +44,15 @@ class Version(BaseModel):
     history: list[dict[str, Any]] = Field(default_factory=list, description="status changes: when, to what, by whom, why")
 
 
+class Canary(BaseModel):
+    version: str
+    percent: float = Field(gt=0, lt=100, description="share of episodes it serves, sticky per episode")
+    started_at: float
+
+
 class Index(BaseModel):
     live: str | None = None
+    canary: Canary | None = None
     versions: dict[str, Version] = Field(default_factory=dict)
 
 
@@ -116,13 +123,33 @@ class Registry:
             raise CorruptPolicy(f"{version}: unreadable weights ({exc})") from exc
 
     def promote(self, version: str, *, by: str, reason: str) -> Version:
-        """Make `version` live (checked loadable first); the one it replaces is retired."""
+        """Make `version` live (checked loadable first); the one it replaces is retired. A canary
+        of `version` ends in its promotion."""
         self.load(version)
         with self._editing() as index:
             if index.live and index.live != version:
                 _move(index.versions[index.live], "retired", by, f"replaced by {version}")
             _move(index.versions[version], "live", by, reason)
             index.live = version
+            if index.canary and index.canary.version == version:
+                index.canary = None
+            return index.versions[version]
+
+    def start_canary(self, version: str, percent: float, *, by: str, reason: str) -> Version:
+        """Serve `version` to `percent`% of episodes beside the live version (checked loadable
+        first); again with another percentage, move the canary to it."""
+        if not 0 < percent < 100:
+            raise ValueError(f"a canary serves more than 0% and less than 100% of episodes, not {percent:g}% "
+                             "(all of them: promote it)")
+        self.load(version)
+        with self._editing() as index:
+            if version == index.live:
+                raise ValueError(f"{version} is live already")
+            if index.canary and index.canary.version != version:
+                raise ValueError(f"{index.canary.version} is in canary: promote it or roll it back first")
+            _move(index.versions[version], "canary", by, f"{reason} ({percent:g}% of episodes)")
+            index.canary = Canary(version=version, percent=percent,
+                                  started_at=index.canary.started_at if index.canary else time.time())
             return index.versions[version]
 
     def refuse(self, version: str, *, by: str, reason: str) -> None:
@@ -131,8 +158,13 @@ class Registry:
             _move(index.versions[version], "refused", by, reason)
 
     def rollback(self, *, by: str, reason: str) -> Version | None:
-        """Back to the version that was live before the current one (or to none)."""
+        """End a canary (its version is rolled back, the live one keeps serving); with none, back
+        to the version that was live before the current one (or to none). Returns what is live."""
         with self._editing() as index:
+            if index.canary is not None:
+                _move(index.versions[index.canary.version], "rolled_back", by, reason)
+                index.canary = None
+                return index.versions[index.live] if index.live else None
             if index.live is None:
                 raise ValueError("no live policy to roll back")
             current = index.versions[index.live]
