@@ -269,6 +269,8 @@ def rollout_status(config: ConfigOption = None, db: DbOption = None) -> None:
         return
     started = datetime.fromtimestamp(canary.started_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
     console.print(f"canary: {canary.version}, {canary.percent:g}% of episodes, since {started} UTC")
+    for line in canary.analysis:
+        console.print(f"  analysis: {line}")
     for change in index.versions[canary.version].history:
         at = datetime.fromtimestamp(change["at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
         console.print(f"  {at}  {change['from']} -> {change['to']}  by {change['by']}: {change['reason']}")

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, YamlConfigSettingsSource
 
 CONFIG_ENV = "AGENTGYM_CONFIG"
@@ -124,12 +124,41 @@ class TrainerConfig(Section):
     outcome_weight: float = Field(1.0, ge=0, description="weight of the tool scores' lesson from each call's "
                                   "outcome (the model's own choices included)")
     gate_margin: float = Field(0.0, ge=0, description="a new version may estimate at most this much below the current")
-    promote: Literal["auto", "manual"] = Field(
-        "auto", description="auto: a version that passes the gate goes live; manual: it waits as a candidate")
+    promote: Literal["auto", "rollout", "manual"] = Field(
+        "auto", description="auto: a version that passes the gate goes live; rollout: it starts a canary at "
+        "rollout.steps' first step (unless one is running); manual: it waits as a candidate")
     zero_shot_defer: float = Field(
         13.0, description="the first version scores 'defer' this high, 'offer' 2 lower, 'force' 0: "
         "how often it leaves requests alone (the untrained model) while it learns")
     reward: RewardRule = RewardRule()
+
+
+class RolloutConfig(Section):
+    """Canaries moved along their steps, or rolled back, by a sequential comparison with the
+    live version's episodes over the same time (`agentgym.trainer.rollout`)."""
+
+    automatic: bool = Field(True, description="analyse running canaries inside `agentgym serve` and act on them; "
+                            "off: canaries move only by hand")
+    steps: list[float] = Field([5.0, 25.0, 50.0], description="percentages of episodes a canary serves, step by "
+                               "step; passing the last one promotes it")
+    min_episodes: int = Field(100, ge=2, description="finished episodes each arm needs in a step before it can pass")
+    max_episodes: int = Field(3000, ge=2, description="a step still inconclusive after this many canary episodes "
+                              "ends as `on_inconclusive` says")
+    on_inconclusive: Literal["wait", "rollback"] = "wait"
+    tolerance: dict[Literal["episode_success", "tool_success"], float] = Field(
+        {"episode_success": 0.03, "tool_success": 0.03},
+        description="per metric, how far below the live version a canary may be and still pass")
+    alpha: float = Field(0.05, gt=0, lt=1, description="the always-valid intervals' error rate")
+    tau: float = Field(0.1, gt=0, description="the sequential test's mixing scale: the size of difference it is "
+                       "quickest to detect")
+    check_s: float = Field(5.0, gt=0, description="how often a running canary is analysed")
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, steps: list[float]) -> list[float]:
+        if not steps or any(not 0 < a < 100 for a in steps) or steps != sorted(set(steps)):
+            raise ValueError("steps are increasing percentages, each above 0 and below 100")
+        return steps
 
 
 class OutcomeRules(Section):
@@ -166,6 +195,7 @@ class Settings(BaseSettings):
     episodes: EpisodeConfig = EpisodeConfig()
     planner: PlannerConfig = PlannerConfig()
     trainer: TrainerConfig = TrainerConfig()
+    rollout: RolloutConfig = RolloutConfig()
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

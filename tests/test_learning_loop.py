@@ -7,7 +7,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,50 +20,6 @@ from agentgym.scenarios.scenario import load_scenario
 from agentgym.trainer.encoder import shared_encoder
 from agentgym.trainer.policy import PolicyWeights
 from agentgym.trainer.registry import Registry, default_dir
-
-# Two tools that read alike; only one works in this deployment. The simulated model picks
-# between them by chance; a planner can learn to force the one that works.
-TINY = textwrap.dedent("""
-    name: tiny_orders
-    title: Order lookups with a deprecated twin
-    description: Look up orders; one of two look-alike tools is deprecated here.
-    system_prompt: You help customers with their orders.
-    tools:
-      - type: function
-        function: {name: get_order_status, description: Get the status of an order by its id.,
-                   parameters: {type: object, properties: {order_id: {type: string, description: "such as 'A-1000'"}},
-                                required: [order_id]}}
-      - type: function
-        function: {name: fetch_order_status, description: Fetch the status of an order by its id.,
-                   parameters: {type: object, properties: {order_id: {type: string, description: "such as 'A-1000'"}},
-                                required: [order_id]}}
-      - type: function
-        function: {name: send_invoice, description: Email the invoice of an order to the customer.,
-                   parameters: {type: object, properties: {order_id: {type: string, description: "such as 'A-1000'"}},
-                                required: [order_id]}}
-      - type: function
-        function: {name: list_products, description: List the products in the catalogue.,
-                   parameters: {type: object, properties: {}}}
-    tasks:
-    {tasks}
-    reward: {success: 1.0, failure: 0.0, tool_success: 0.5, tool_error: -0.5, per_1k_prompt_tokens: 0.0}
-    simulator: {temperature: 0.5, crowding: 0.0, argument_error_rate: 0.0, give_up_after_errors: 1}
-""")
-ASKS = ["What's the status of order {id}?", "Where is my order {id}?", "Has order {id} shipped yet?",
-        "Can you check order {id} for me?"]
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    tasks = []
-    for i in range(24):
-        order = f"A-{1000 + i}"
-        tasks.append(f"- {{id: t{i}, user: \"{ASKS[i % 4].format(id=order)}\", steps: [{{tool: get_order_status, "
-                     f"arguments: {{order_id: {order}}}}}]}}")
-    path = tmp_path / "tiny_orders.yaml"
-    path.write_text(TINY.replace("{tasks}", "\n".join(tasks)))
-    return path
-
 
 def _rate(results) -> float:
     calls = sum(r.tool_calls for r in results)

@@ -86,7 +86,7 @@ def build_proxy(settings: Settings) -> Proxy:
         planner=planner,
     )
     schedule = Schedule(settings.trainer, settings.planner, Scope.configured(settings.episodes), registry,
-                        recorder.reader, lambda: planner.encoder)
+                        recorder.reader, lambda: planner.encoder, settings.rollout)
     return Proxy(settings, recorder, costing, linker, upstream, metrics, chat, FeedbackEndpoint(linker, recorder),
                  planner, schedule)
 
@@ -113,7 +113,7 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
         if public_url:
             proxy.server_note = live_server.announce(settings.store.path, public_url)
         watcher = asyncio.create_task(_watch_policies(proxy.planner, settings.planner.refresh_s))
-        if settings.trainer.enabled:
+        if settings.trainer.enabled or settings.rollout.automatic:
             proxy.schedule.start()
         try:
             yield

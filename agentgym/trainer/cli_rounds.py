@@ -41,7 +41,7 @@ def round_once(settings: Settings) -> dict[str, Any]:
     registry = Registry(settings.planner.policies_dir or default_dir(path))
     with closing(con):
         return train_round(con, registry, shared_encoder(), settings.trainer, settings.planner,
-                           Scope.configured(settings.episodes), by="cli")
+                           Scope.configured(settings.episodes), by="cli", canary_percent=settings.rollout.steps[0])
 
 
 def _in_server(settings: Settings, lock_error: Exception) -> dict[str, Any]:

@@ -48,6 +48,9 @@ class Canary(BaseModel):
     version: str
     percent: float = Field(gt=0, lt=100, description="share of episodes it serves, sticky per episode")
     started_at: float
+    step_started_at: float = Field(description="when it began serving this percentage: its step's analysis "
+                                   "reads the episodes begun since")
+    analysis: list[str] = Field(default_factory=list, description="the step's latest analysis, one line a metric")
 
 
 class Index(BaseModel):
@@ -148,9 +151,19 @@ class Registry:
             if index.canary and index.canary.version != version:
                 raise ValueError(f"{index.canary.version} is in canary: promote it or roll it back first")
             _move(index.versions[version], "canary", by, f"{reason} ({percent:g}% of episodes)")
-            index.canary = Canary(version=version, percent=percent,
-                                  started_at=index.canary.started_at if index.canary else time.time())
+            now = time.time()
+            index.canary = Canary(version=version, percent=percent, step_started_at=now,
+                                  started_at=index.canary.started_at if index.canary else now)
             return index.versions[version]
+
+    def note_analysis(self, version: str, lines: list[str]) -> None:
+        """Keep the running canary's latest analysis with it (for `agentgym rollout status`)."""
+        canary = self.index().canary
+        if canary is None or canary.version != version or canary.analysis == lines:
+            return  # unchanged: no write (the proxy re-reads the index whenever it changes)
+        with self._editing() as index:
+            if index.canary and index.canary.version == version:
+                index.canary.analysis = lines
 
     def refuse(self, version: str, *, by: str, reason: str) -> None:
         """Mark a version that failed its gate; it is kept, for the record, and never served."""

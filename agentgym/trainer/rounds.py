@@ -21,7 +21,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from agentgym.config import PlannerConfig, TrainerConfig
+from agentgym.config import PlannerConfig, RolloutConfig, TrainerConfig
 from agentgym.store.queries import Scope, with_base
 from agentgym.trainer.batch import read_batch
 from agentgym.trainer.encoder import ENCODER_ID, Encoder
@@ -29,6 +29,7 @@ from agentgym.trainer.engine import Engine, TorchEngine, chosen_probabilities, u
 from agentgym.trainer.gate import evaluate
 from agentgym.trainer.policy import PolicyWeights
 from agentgym.trainer.registry import Registry
+from agentgym.trainer.rollout import check as rollout_check
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,10 @@ SELECT count(*) FROM episodes WHERE ok IS NOT NULL AND policy_version = $version
 
 
 def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Encoder, trainer: TrainerConfig,
-                planner: PlannerConfig, scope: Scope, *, by: str, engine: Engine | None = None) -> dict[str, Any]:
-    """Run one round; what happened, as a dict (also what `agentgym train --once` prints)."""
+                planner: PlannerConfig, scope: Scope, *, by: str, engine: Engine | None = None,
+                canary_percent: float = 5.0) -> dict[str, Any]:
+    """Run one round; what happened, as a dict (also what `agentgym train --once` prints).
+    `canary_percent`: where a version that passed starts, when `trainer.promote` is "rollout"."""
     live = registry.index().live
     if live is None:
         weights = PolicyWeights.zero_shot(encoder.dimensions, b_defer=trainer.zero_shot_defer, seed=trainer.seed)
@@ -55,9 +58,9 @@ def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Enc
                                     training={"engine": "zero-shot", "seed": trainer.seed},
                                     gate={"method": "none", "reason": "first version: mostly deferring"},
                                     engine="zero-shot")
-        if trainer.promote == "auto":
+        if trainer.promote != "manual":  # nothing to compare a canary with yet
             registry.promote(version.version, by=by, reason="first version")
-        return {"status": "registered", "version": version.version, "promoted": trainer.promote == "auto"}
+        return {"status": "registered", "version": version.version, "promoted": trainer.promote != "manual"}
     _, current = registry.load(live)
     versions = {live} if trainer.older_data == "drop" else None
     batch = usable(read_batch(con, trainer.reward, scope, versions=versions))
@@ -81,6 +84,9 @@ def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Enc
     elif trainer.promote == "auto":
         registry.promote(version.version, by=by, reason=f"gate passed: {estimate}")
         result["promoted"] = True
+    elif trainer.promote == "rollout" and registry.index().canary is None:
+        registry.start_canary(version.version, canary_percent, by=by, reason=f"gate passed: {estimate}")
+        result["canary"] = canary_percent
     return result
 
 
@@ -91,12 +97,14 @@ def _served(con: duckdb.DuckDBPyConnection, version: str, scope: Scope) -> int:
 
 class Schedule:
     """Rounds inside `agentgym serve`: every `every_episodes` finished episodes of the live
-    version and/or every `every_s` seconds, checked every `check_s` on an APScheduler job."""
+    version and/or every `every_s` seconds, checked every `check_s` on an APScheduler job; and
+    the rollout controller's look at a running canary every `rollout.check_s`."""
 
     def __init__(self, trainer: TrainerConfig, planner: PlannerConfig, scope: Scope, registry: Registry,
                  reader: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
-                 encoder_of: Callable[[], Encoder]) -> None:
+                 encoder_of: Callable[[], Encoder], rollout: RolloutConfig | None = None) -> None:
         self.trainer, self.planner, self.scope, self.registry = trainer, planner, scope, registry
+        self.rollout = rollout or RolloutConfig()
         self._reader = reader  # the recorder's in-process read cursors
         self._encoder_of = encoder_of  # loaded on the scheduler's thread, not the event loop
         self._last_round = time.monotonic()
@@ -107,16 +115,34 @@ class Schedule:
         self._scheduler = None
 
     def start(self) -> None:
+        """The jobs the configuration asks for: training rounds (`trainer.enabled`), the rollout
+        controller (`rollout.automatic`)."""
         from apscheduler.schedulers.background import BackgroundScheduler
 
         # its own logger: "skipped: a round is running" is normal, and litellm's import resets apscheduler's to WARNING
         quiet = logging.getLogger("agentgym.trainer.scheduler")
         quiet.setLevel(logging.ERROR)
         self._scheduler = BackgroundScheduler(daemon=True, logger=quiet)
-        self._scheduler.add_job(self.check, "interval", seconds=self.trainer.check_s, max_instances=1,
-                                coalesce=True, id="agentgym-trainer")
-        self._scheduler.add_job(self._warm, id="agentgym-trainer-warm")  # once, now
+        if self.trainer.enabled:
+            self._scheduler.add_job(self.check, "interval", seconds=self.trainer.check_s, max_instances=1,
+                                    coalesce=True, id="agentgym-trainer")
+            self._scheduler.add_job(self._warm, id="agentgym-trainer-warm")  # once, now
+        if self.rollout.automatic:
+            self._scheduler.add_job(self.look_at_rollout, "interval", seconds=self.rollout.check_s, max_instances=1,
+                                    coalesce=True, id="agentgym-rollout")
         self._scheduler.start()
+
+    def look_at_rollout(self) -> None:
+        """The rollout job: a failure is logged; serving never depends on it."""
+        try:
+            if self.registry.index().canary is None:
+                return
+            with self._lock, self._reader() as con:
+                result = rollout_check(con, self.registry, self.rollout, self.scope)
+            if result["status"] not in ("no canary", "waiting"):
+                log.info("rollout: %s", result)
+        except Exception:  # noqa: BLE001 - the controller failing must never touch the proxy's requests
+            log.exception("rollout check failed; the versions serving keep serving")
 
     def _warm(self) -> None:
         """Load the encoder and import torch before the first update is due, so that it does not
@@ -154,7 +180,8 @@ class Schedule:
             live = self.registry.index().live
             if live is not None and self.trainer.every_episodes is not None:
                 self._trained_on[live] = _served(con, live, self.scope)
-            result = train_round(con, self.registry, self._encoder_of(), self.trainer, self.planner, self.scope, by=by)
+            result = train_round(con, self.registry, self._encoder_of(), self.trainer, self.planner, self.scope, by=by,
+                                 canary_percent=self.rollout.steps[0])
             self._last_round = time.monotonic()
             self.rounds += 1
             self.last_result = result
