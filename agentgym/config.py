@@ -97,6 +97,8 @@ class PlannerConfig(Section):
     refresh_s: float = Field(1.0, description="how often the registry is checked for a newly promoted version")
     epsilon: float = Field(0.01, ge=0, le=1, description="share of uniform exploration over the three actions "
                          "(force the top tool, offer the likeliest, defer)")
+    control_share: float = Field(0.0, ge=0, lt=1, description="share of episodes served with no policy at all "
+                                 "(arm control), whatever is live or in canary: a baseline that never goes stale")
     coverage: float = Field(0.9, gt=0, le=1, description="\"offer\" keeps the likeliest tools up to this probability")
     max_offered: int = Field(5, ge=1, description="and at most this many")
     seed: int | None = Field(None, description="seed for the exploration draws (tests, benchmarks)")

@@ -206,3 +206,30 @@ def test_a_canary_serves_its_share_of_episodes_sticky_across_a_restart_and_rolls
                         "WHERE episode_id LIKE 'after-%'").fetchone()
     assert after == (["live"], [live])  # rolled back: the live version serves every episode
     assert registry.index().canary is None and registry.index().versions[candidate].status == "rolled_back"
+
+
+def test_the_control_arm_keeps_its_share_of_episodes_free_of_any_policy(start_proxy, tmp_path):
+    from agentgym.proxy.planner import episode_share
+
+    db = tmp_path / "control.duckdb"
+    registry = Registry(default_dir(db))
+    encoder = shared_encoder()
+    live = registry.register(PolicyWeights.zero_shot(encoder.dimensions), parent=None, encoder="e",
+                             encoder_checksum=encoder.checksum, training={}, gate={}).version
+    registry.promote(live, by="test", reason="start")
+    proxy = start_proxy(db=db, env={"AGENTGYM_PLANNER__CONTROL_SHARE": "0.3"})
+    body = {"model": "agentgym-sim", "tools": load_scenario("customer_support").tools,
+            "messages": [{"role": "user", "content": "Cancel order #W1"}]}
+    episodes = [f"c-{i}" for i in range(40)]
+    for k, episode in enumerate(episodes):
+        response = httpx.post(f"{proxy.url}/v1/chat/completions", json={**body, "seed": k}, timeout=30,
+                              headers={"x-agentgym-episode-id": episode})
+        assert response.status_code == 200
+    assert proxy.stop(), proxy.log()
+    con = duckdb.connect(str(db), read_only=True)
+    arms = dict(con.execute("SELECT episode_id, arm FROM inferences").fetchall())
+    decided = {e for (e,) in con.execute("SELECT DISTINCT episode_id FROM decisions").fetchall()}
+    control = {e for e in episodes if episode_share(e) < 0.3}
+    assert 4 <= len(control) <= 20 and arms == {e: "control" if e in control else "live" for e in episodes}
+    assert decided == set(episodes) - control  # control episodes' requests went out unchanged, undecided
+

@@ -2,8 +2,9 @@
 what it decided (the `decisions` table) for the trainer.
 
 With no live version, or when the client chose `tool_choice` itself, requests pass unchanged.
-While a canary runs, its version serves its share of episodes instead (`arm` "canary"): an
-episode's share is a hash of its id, so all its requests stay on one arm. The versions are
+While a canary runs, its version serves its share of episodes instead (`arm` "canary"), and
+`planner.control_share` of episodes get no policy at all (`arm` "control"): an episode's place
+is a hash of its id, so all its requests stay on one arm. The versions are
 re-read from the registry when its index changes (`refresh`, every `planner.refresh_s`); a
 version whose artifact fails its checksum is refused and the one serving keeps serving. The
 swap is one reference assignment: a request in flight finishes with the version it started
@@ -118,10 +119,13 @@ class Planner:
         return loaded
 
     def arm(self, episode_id: str) -> tuple[str, tuple[Version, PolicyWeights] | None]:
-        """The arm an episode is on ("canary" for its share of episodes, else "live") and the
-        version serving it."""
+        """The arm an episode is on and the version serving it: "control" (none) for
+        `control_share` of episodes, "canary" for the canary's share, else "live"."""
+        share = episode_share(episode_id)
+        if share < self.config.control_share:
+            return "control", None
         canary = self.canary
-        if canary is not None and episode_share(episode_id) < canary[2] / 100:
+        if canary is not None and share < self.config.control_share + canary[2] / 100:
             return "canary", canary[:2]
         return "live", self.live
 
