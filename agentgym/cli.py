@@ -241,14 +241,31 @@ def policies_promote(
         raise typer.Exit(1) from exc
 
 
+@policies_app.command("shadow")
+def policies_shadow(
+    version: str,
+    config: ConfigOption = None,
+    db: DbOption = None,
+    reason: Annotated[str, typer.Option(help="recorded with the change")] = "manual shadow",
+) -> None:
+    """Let VERSION score every request beside the serving versions, recorded (arm "shadow") and
+    never applied; `policies rollback` ends it."""
+    try:
+        _registry(config, db).start_shadow(version, by=f"cli:{os.environ.get('USER', 'unknown')}", reason=reason)
+    except (KeyError, ValueError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"{version} scores every request in shadow")
+
+
 @policies_app.command("rollback")
 def policies_rollback(
     config: ConfigOption = None,
     db: DbOption = None,
     reason: Annotated[str, typer.Option(help="recorded with the change")] = "manual rollback",
 ) -> None:
-    """End the running canary; with none, back to the version that was live before the current
-    one (or to none)."""
+    """End the running canary, else the shadow; with neither, back to the version that was live
+    before the current one (or to none)."""
     try:
         back = _registry(config, db).rollback(by=f"cli:{os.environ.get('USER', 'unknown')}", reason=reason)
     except ValueError as exc:
@@ -264,6 +281,7 @@ def rollout_status(config: ConfigOption = None, db: DbOption = None) -> None:
     canary = index.canary
     share = 100 - (canary.percent if canary else 0)
     console.print(f"live: {index.live or 'none (requests unchanged)'}, {share:g}% of episodes")
+    console.print(f"shadow: {index.shadow or 'none'}")
     if canary is None:
         console.print("canary: none")
         return

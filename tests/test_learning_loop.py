@@ -110,6 +110,18 @@ def test_hot_swap_under_load_fails_no_request_and_a_corrupt_version_is_refused(s
     assert f"policy {bad} refused" in proxy.log()
 
 
+def _wait_for_planner(url: str, *, live: str | None, canary: str | None = None, shadow: str | None = None) -> None:
+    """Until the proxy's planner has loaded the versions the registry names (before that, requests
+    pass unplanned: it fails open)."""
+    wanted = {"live": live, "canary": canary, "shadow": shadow}
+    for _ in range(200):
+        loaded = httpx.get(f"{url}/readyz", timeout=5).json()["planner"]
+        if loaded == wanted:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the planner loaded {loaded}, not {wanted}")
+
+
 def _agentgym(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "agentgym", *args], capture_output=True, text=True, timeout=300)
 
@@ -176,9 +188,11 @@ def test_a_canary_serves_its_share_of_episodes_sticky_across_a_restart_and_rolls
 
     episodes = [f"ep-{i}" for i in range(60)]
     proxy = start_proxy(db=db, env={"AGENTGYM_PLANNER__REFRESH_S": "0.05"})
+    _wait_for_planner(proxy.url, live=live, canary=candidate)
     assert [call(proxy.url, e, k) for e in episodes[:40] for k in range(2)] == [200] * 80
     assert proxy.stop(), proxy.log()
     proxy = start_proxy(db=db, env={"AGENTGYM_PLANNER__REFRESH_S": "0.05"})  # the canary survives a restart
+    _wait_for_planner(proxy.url, live=live, canary=candidate)
     assert [call(proxy.url, e, 2) for e in episodes] == [200] * 60  # old episodes again, and new ones
     with ThreadPoolExecutor(8) as pool:  # rollback and a new canary while requests are in flight
         pending = [pool.submit(call, proxy.url, f"load-{i}", i) for i in range(200)]
@@ -217,7 +231,8 @@ def test_the_control_arm_keeps_its_share_of_episodes_free_of_any_policy(start_pr
     live = registry.register(PolicyWeights.zero_shot(encoder.dimensions), parent=None, encoder="e",
                              encoder_checksum=encoder.checksum, training={}, gate={}).version
     registry.promote(live, by="test", reason="start")
-    proxy = start_proxy(db=db, env={"AGENTGYM_PLANNER__CONTROL_SHARE": "0.3"})
+    proxy = start_proxy(db=db, env={"AGENTGYM_PLANNER__CONTROL_SHARE": "0.3", "AGENTGYM_PLANNER__REFRESH_S": "0.1"})
+    _wait_for_planner(proxy.url, live=live)
     body = {"model": "agentgym-sim", "tools": load_scenario("customer_support").tools,
             "messages": [{"role": "user", "content": "Cancel order #W1"}]}
     episodes = [f"c-{i}" for i in range(40)]
@@ -233,3 +248,45 @@ def test_the_control_arm_keeps_its_share_of_episodes_free_of_any_policy(start_pr
     assert 4 <= len(control) <= 20 and arms == {e: "control" if e in control else "live" for e in episodes}
     assert decided == set(episodes) - control  # control episodes' requests went out unchanged, undecided
 
+
+
+def test_a_shadow_scores_every_request_and_changes_none(start_proxy, tmp_path):
+    """The same requests through two proxies serving the same live version, one of them with a
+    shadow version that would force a tool: the same decisions and answers; the shadow's recorded."""
+    encoder = shared_encoder()
+    scenario = load_scenario("customer_support")
+    forcing = PolicyWeights.zero_shot(encoder.dimensions)
+    forcing.b_force[0] = 30.0
+    outputs = []
+    for shadowed in (False, True):
+        db = tmp_path / f"shadow-{shadowed}.duckdb"
+        registry = Registry(default_dir(db))
+        live, shadow = (registry.register(w, parent=None, encoder="e", encoder_checksum=encoder.checksum, training={},
+                                          gate={}).version
+                        for w in (PolicyWeights.zero_shot(encoder.dimensions, b_defer=2.0), forcing))
+        registry.promote(live, by="test", reason="start")
+        if shadowed:
+            registry.start_shadow(shadow, by="test", reason="look")
+        proxy = start_proxy(db=db, env={"AGENTGYM_PLANNER__SEED": "5", "AGENTGYM_PLANNER__REFRESH_S": "0.1"})
+        _wait_for_planner(proxy.url, live=live, shadow=shadow if shadowed else None)
+        answers = []
+        for k, task in enumerate(scenario.tasks[:30]):
+            body = {"model": "agentgym-sim", "tools": scenario.tools, "seed": k,
+                    "messages": [{"role": "user", "content": task.user}]}
+            response = httpx.post(f"{proxy.url}/v1/chat/completions", json=body, timeout=30,
+                                  headers={"x-agentgym-episode-id": f"s-{k}"})
+            assert response.status_code == 200
+            message = response.json()["choices"][0]["message"]  # call ids are unique per call: compare the rest
+            answers.append((message["content"], [(c["function"]["name"], c["function"]["arguments"])
+                                                 for c in message.get("tool_calls") or []]))
+        assert proxy.stop(), proxy.log()
+        con = duckdb.connect(str(db), read_only=True)
+        rows = con.execute("SELECT episode_id, arm, policy_version, action, choice FROM decisions "
+                           "ORDER BY episode_id, arm").fetchall()
+        con.close()
+        outputs.append((answers, [r for r in rows if r[1] == "live"], [r for r in rows if r[1] == "shadow"]))
+    (plain_answers, plain_live, no_shadow), (answers, served, shadowed_rows) = outputs
+    assert served == plain_live, [(a, b) for a, b in zip(served, plain_live) if a != b][:3]
+    assert answers == plain_answers and len(served) == 30 and no_shadow == []
+    assert len(shadowed_rows) == 30 and {(r[2], r[3]) for r in shadowed_rows} == {("v2", "force")}
+    assert {r[3] for r in served} != {"force"}  # what the shadow would have done did not happen

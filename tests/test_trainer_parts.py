@@ -224,3 +224,24 @@ def test_registry_canary_starts_moves_ends_in_promotion_or_rollback(tmp_path):
     index = registry.index()
     assert index.live == v3 and index.canary is None and index.versions[v1].status == "retired"
     assert [h["to"] for h in index.versions[v3].history] == ["canary", "live"]
+
+
+def test_registry_shadow_moves_on_to_canary_or_is_ended_by_rollback(tmp_path):
+    registry = Registry(tmp_path / "policies")
+    weights = PolicyWeights.zero_shot(8)
+    v1, v2, v3 = (registry.register(weights, parent=None, encoder="e", encoder_checksum="c", training={}, gate={}).version
+                  for _ in range(3))
+    registry.promote(v1, by="test", reason="first")
+    with pytest.raises(ValueError, match="serves already"):
+        registry.start_shadow(v1, by="test", reason="no")
+    registry.start_shadow(v2, by="test", reason="look")
+    registry.start_shadow(v3, by="test", reason="look instead")
+    assert registry.index().shadow == v3 and registry.index().versions[v2].status == "candidate"
+    registry.start_canary(v3, 5, by="test", reason="serve some")  # shadow -> canary
+    assert registry.index().shadow is None and registry.index().canary.version == v3
+    registry.start_shadow(v2, by="test", reason="look again")
+    assert registry.rollback(by="test", reason="canary worse").version == v1  # the canary ends first
+    assert registry.index().shadow == v2
+    assert registry.rollback(by="test", reason="enough").version == v1  # then the shadow
+    assert registry.index().shadow is None and registry.index().versions[v2].status == "rolled_back"
+    assert registry.index().live == v1

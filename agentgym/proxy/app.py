@@ -148,7 +148,8 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        recorder = proxy.recorder
+        recorder, planner = proxy.recorder, proxy.planner
+        loaded = lambda served: served[0].version if served else None  # noqa: E731
         body = {
             "ready": recorder.healthy,
             "recorder": {
@@ -157,6 +158,8 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
                 "dropped": dict(recorder.dropped),
                 "last_error": recorder.last_error,
             },
+            # the versions the planner has loaded (requests before that pass unchanged: it fails open)
+            "planner": {"live": loaded(planner.live), "canary": loaded(planner.canary), "shadow": loaded(planner.shadow)},
         }
         return JSONResponse(body, 200 if recorder.healthy else 503)
 

@@ -4,7 +4,9 @@ what it decided (the `decisions` table) for the trainer.
 With no live version, or when the client chose `tool_choice` itself, requests pass unchanged.
 While a canary runs, its version serves its share of episodes instead (`arm` "canary"), and
 `planner.control_share` of episodes get no policy at all (`arm` "control"): an episode's place
-is a hash of its id, so all its requests stay on one arm. The versions are
+is a hash of its id, so all its requests stay on one arm. A shadow version scores every request
+the planner sees and its would-be decision is recorded beside the served one (`arm` "shadow");
+it never reaches the model. The versions are
 re-read from the registry when its index changes (`refresh`, every `planner.refresh_s`); a
 version whose artifact fails its checksum is refused and the one serving keeps serving. The
 swap is one reference assignment: a request in flight finishes with the version it started
@@ -28,7 +30,7 @@ from agentgym.proxy.outcomes import message_text
 from agentgym.proxy.usage import InferenceRecord
 from agentgym.store.recorder import Recorder
 from agentgym.trainer.encoder import Encoder, shared_encoder
-from agentgym.trainer.policy import PolicyWeights, bucket, decide
+from agentgym.trainer.policy import Choice, PolicyWeights, bucket, decide
 from agentgym.trainer.registry import CorruptPolicy, Registry, Version
 
 log = logging.getLogger(__name__)
@@ -70,10 +72,12 @@ class Planner:
         self.recorder = recorder
         self.live: tuple[Version, PolicyWeights] | None = None
         self.canary: tuple[Version, PolicyWeights, float] | None = None  # and its percentage of episodes
+        self.shadow: tuple[Version, PolicyWeights] | None = None
         self.refused: set[str] = set()
         self._encoder = encoder
         self._stamp: float | None = None
         self._rng = np.random.default_rng(config.seed)
+        self._shadow_rng = np.random.default_rng(None if config.seed is None else config.seed + 1)
         self._tools: OrderedDict[str, np.ndarray] = OrderedDict()  # spec hash -> vector, most recent last
 
     @property
@@ -83,8 +87,8 @@ class Planner:
         return self._encoder
 
     def refresh(self) -> None:
-        """Serve the registry's live and canary versions; keep the current ones if a new artifact
-        is refused.
+        """Serve the registry's live and canary versions, and score with its shadow version; keep
+        the current ones if a new artifact is refused.
 
         Blocking (it may load, or at a machine's first use distil, the encoder): run it off the
         event loop."""
@@ -97,6 +101,7 @@ class Planner:
         canary = index.canary
         loaded = self._serving(canary.version if canary else None, self.canary[:2] if self.canary else None)
         self.canary = (*loaded, canary.percent) if loaded and canary else None
+        self.shadow = self._serving(index.shadow, self.shadow)
 
     def _serving(self, wanted: str | None, current: tuple[Version, PolicyWeights] | None
                  ) -> tuple[Version, PolicyWeights] | None:
@@ -130,27 +135,38 @@ class Planner:
         return "live", self.live
 
     def plan(self, payload: dict[str, Any], record: InferenceRecord) -> dict[str, Any] | None:
-        """The request as the policy would send it, or None to send it unchanged. Records the decision."""
+        """The request as the policy would send it, or None to send it unchanged. Records the
+        decision, and the shadow version's would-be decision beside it (never applied)."""
         arm, serving = self.arm(record.episode_id)  # set only once the encoder is loaded (refresh)
+        shadow = self.shadow
         tools = payload.get("tools")
-        if serving is None or not self.config.enabled or not isinstance(tools, list) or not tools:
+        if serving is None and shadow is None or not self.config.enabled or not isinstance(tools, list) or not tools:
             return None
         if payload.get("tool_choice") not in (None, "auto"):
             return None  # the client chose; the planner does not overrule it
         functions = [t.get("function") for t in tools if isinstance(t, dict) and t.get("type") == "function"]
         if len(functions) != len(tools) or not all(isinstance(f, dict) and f.get("name") for f in functions):
             return None
-        version, weights = serving
         context = context_text(payload.get("messages") or [])
         hashes, vectors = zip(*(self._tool(f) for f in functions), strict=True)
-        buckets = np.array([bucket(f["name"]) for f in functions])
-        choice = decide(weights, self.encoder.encode(context), np.stack(vectors), buckets, self.config, self._rng)
+        scored = (self.encoder.encode(context), np.stack(vectors), np.array([bucket(f["name"]) for f in functions]))
         names = [f["name"] for f in functions]
+
+        def record_decision(version: Version, as_arm: str, choice: Choice) -> None:
+            self.recorder.add("decisions", (
+                new_id("dec"), record.id, record.episode_id, record.created_at, version.version, as_arm, choice.action,
+                names[choice.tool] if choice.action == "force" else None, choice.tool, choice.propensity,
+                orjson.dumps(list(hashes)).decode(), orjson.dumps([names[i] for i in choice.offered]).decode(),
+                context))
+
+        if shadow is not None:  # its own draws: the served decisions are the same with or without a shadow
+            record_decision(shadow[0], "shadow", decide(shadow[1], *scored, self.config, self._shadow_rng))
+        if serving is None:
+            return None
+        version, weights = serving
+        choice = decide(weights, *scored, self.config, self._rng)
         record.policy_version, record.arm = version.version, arm
-        self.recorder.add("decisions", (
-            new_id("dec"), record.id, record.episode_id, record.created_at, version.version, arm, choice.action,
-            names[choice.tool] if choice.action == "force" else None, choice.tool, choice.propensity,
-            orjson.dumps(list(hashes)).decode(), orjson.dumps([names[i] for i in choice.offered]).decode(), context))
+        record_decision(version, arm, choice)
         if choice.action == "defer":
             return None
         changed = {**payload, "tools": [tools[i] for i in choice.offered]}

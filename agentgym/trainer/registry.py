@@ -56,6 +56,7 @@ class Canary(BaseModel):
 class Index(BaseModel):
     live: str | None = None
     canary: Canary | None = None
+    shadow: str | None = Field(None, description="scores every request beside the serving versions; never applied")
     versions: dict[str, Version] = Field(default_factory=dict)
 
 
@@ -136,6 +137,21 @@ class Registry:
             index.live = version
             if index.canary and index.canary.version == version:
                 index.canary = None
+            if index.shadow == version:
+                index.shadow = None
+            return index.versions[version]
+
+    def start_shadow(self, version: str, *, by: str, reason: str) -> Version:
+        """Let `version` score every request beside the serving versions, its decisions recorded
+        and never applied (checked loadable first); a shadow it replaces goes back to candidate."""
+        self.load(version)
+        with self._editing() as index:
+            if version == index.live or (index.canary and index.canary.version == version):
+                raise ValueError(f"{version} serves already")
+            if index.shadow and index.shadow != version:
+                _move(index.versions[index.shadow], "candidate", by, f"shadow replaced by {version}")
+            _move(index.versions[version], "shadow", by, reason)
+            index.shadow = version
             return index.versions[version]
 
     def start_canary(self, version: str, percent: float, *, by: str, reason: str) -> Version:
@@ -151,6 +167,8 @@ class Registry:
             if index.canary and index.canary.version != version:
                 raise ValueError(f"{index.canary.version} is in canary: promote it or roll it back first")
             _move(index.versions[version], "canary", by, f"{reason} ({percent:g}% of episodes)")
+            if index.shadow == version:  # from shadow to canary
+                index.shadow = None
             now = time.time()
             index.canary = Canary(version=version, percent=percent, step_started_at=now,
                                   started_at=index.canary.started_at if index.canary else now)
@@ -171,12 +189,17 @@ class Registry:
             _move(index.versions[version], "refused", by, reason)
 
     def rollback(self, *, by: str, reason: str) -> Version | None:
-        """End a canary (its version is rolled back, the live one keeps serving); with none, back
-        to the version that was live before the current one (or to none). Returns what is live."""
+        """End a canary, else a shadow (its version is rolled back, the live one keeps serving);
+        with neither, back to the version that was live before the current one (or to none).
+        Returns what is live."""
         with self._editing() as index:
+            ended = None
             if index.canary is not None:
-                _move(index.versions[index.canary.version], "rolled_back", by, reason)
-                index.canary = None
+                ended, index.canary = index.canary.version, None
+            elif index.shadow is not None:
+                ended, index.shadow = index.shadow, None
+            if ended is not None:
+                _move(index.versions[ended], "rolled_back", by, reason)
                 return index.versions[index.live] if index.live else None
             if index.live is None:
                 raise ValueError("no live policy to roll back")
