@@ -202,12 +202,18 @@ def test_fine_tuning_the_encoder_moves_it_toward_the_tool_that_worked():
         TorchEngine(encoder_learning_rate=1e-4).update(batch, start, shared_encoder(), config, 0.05)
 
 
-def test_registry_canary_starts_moves_ends_in_promotion_or_rollback(tmp_path):
+def _registry_with_three(tmp_path) -> tuple[Registry, str, str, str]:
+    """A registry of three versions, the first live."""
     registry = Registry(tmp_path / "policies")
     weights = PolicyWeights.zero_shot(8)
     v1, v2, v3 = (registry.register(weights, parent=None, encoder="e", encoder_checksum="c", training={}, gate={}).version
                   for _ in range(3))
     registry.promote(v1, by="test", reason="first")
+    return registry, v1, v2, v3
+
+
+def test_registry_canary_starts_moves_ends_in_promotion_or_rollback(tmp_path):
+    registry, v1, v2, v3 = _registry_with_three(tmp_path)
     with pytest.raises(ValueError, match="live already"):
         registry.start_canary(v1, 5, by="test", reason="no")
     with pytest.raises(ValueError, match="promote it"):
@@ -227,11 +233,7 @@ def test_registry_canary_starts_moves_ends_in_promotion_or_rollback(tmp_path):
 
 
 def test_registry_shadow_moves_on_to_canary_or_is_ended_by_rollback(tmp_path):
-    registry = Registry(tmp_path / "policies")
-    weights = PolicyWeights.zero_shot(8)
-    v1, v2, v3 = (registry.register(weights, parent=None, encoder="e", encoder_checksum="c", training={}, gate={}).version
-                  for _ in range(3))
-    registry.promote(v1, by="test", reason="first")
+    registry, v1, v2, v3 = _registry_with_three(tmp_path)
     with pytest.raises(ValueError, match="serves already"):
         registry.start_shadow(v1, by="test", reason="no")
     registry.start_shadow(v2, by="test", reason="look")
