@@ -1,10 +1,12 @@
 """Policy versions on disk, beside the store: weights, checksum, parent, statistics, status.
 
 A folder (default: the store's path plus `.policies`) holds one `vN.npz` per version and
-`index.json`, which says every version's metadata and which one is live. Writers take a file
-lock and replace the index atomically, so `agentgym policies promote` from another process and
-the trainer inside the proxy never tear it; the proxy watches the index and swaps in the live
-version (see `agentgym.proxy.planner`). An artifact whose checksum does not match is refused.
+`index.json`, which says every version's metadata, which one is live, which one is in canary
+(and for what share of episodes) and which one is in shadow: the rollout's state, so it
+survives restarts. Writers take a file lock and replace the index atomically, so `agentgym
+policies promote` from another process, the trainer and the rollout controller inside the
+proxy never tear it; the proxy watches the index and swaps the versions in (see
+`agentgym.proxy.planner`). An artifact whose checksum does not match is refused.
 """
 
 from __future__ import annotations
