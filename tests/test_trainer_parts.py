@@ -230,6 +230,15 @@ def test_registry_canary_starts_moves_ends_in_promotion_or_rollback(tmp_path):
     index = registry.index()
     assert index.live == v3 and index.canary is None and index.versions[v1].status == "retired"
     assert [h["to"] for h in index.versions[v3].history] == ["canary", "live"]
+    # the controller acts only on the canary it looked at: here a person rolled it back in between
+    registry.start_canary(v2, 5, by="test", reason="again")
+    registry.rollback(by="person", reason="no")
+    assert not registry.settle_canary(v2, "promote", by="rollout", reason="passed")
+    assert registry.index().live == v3 and registry.index().versions[v2].status == "rolled_back"
+    registry.start_canary(v2, 5, by="test", reason="once more")
+    assert registry.settle_canary(v2, 25.0, by="rollout", reason="5% step passed")
+    assert registry.index().canary.percent == 25 and registry.settle_canary(v2, "promote", by="rollout", reason="ok")
+    assert registry.index().live == v2 and registry.index().canary is None
 
 
 def test_registry_shadow_moves_on_to_canary_or_is_ended_by_rollback(tmp_path):

@@ -133,15 +133,7 @@ class Registry:
         of `version` ends in its promotion."""
         self.load(version)
         with self._editing() as index:
-            if index.live and index.live != version:
-                _move(index.versions[index.live], "retired", by, f"replaced by {version}")
-            _move(index.versions[version], "live", by, reason)
-            index.live = version
-            if index.canary and index.canary.version == version:
-                index.canary = None
-            if index.shadow == version:
-                index.shadow = None
-            return index.versions[version]
+            return _make_live(index, version, by, reason)
 
     def start_shadow(self, version: str, *, by: str, reason: str) -> Version:
         """Let `version` score every request beside the serving versions, its decisions recorded
@@ -175,6 +167,27 @@ class Registry:
             index.canary = Canary(version=version, percent=percent, step_started_at=now,
                                   started_at=index.canary.started_at if index.canary else now)
             return index.versions[version]
+
+    def settle_canary(self, version: str, outcome: Literal["rollback", "promote"] | float, *, by: str,
+                      reason: str) -> bool:
+        """What the rollout controller decided for canary `version`: roll it back, promote it, or
+        move it to a percentage; done only if `version` is still the canary when the index is
+        locked (a person may have acted since the controller looked). Whether it was done."""
+        if outcome == "promote":
+            self.load(version)
+        with self._editing() as index:
+            if index.canary is None or index.canary.version != version:
+                return False
+            if outcome == "rollback":
+                _move(index.versions[version], "rolled_back", by, reason)
+                index.canary = None
+            elif outcome == "promote":
+                _make_live(index, version, by, reason)
+            else:
+                _move(index.versions[version], "canary", by, f"{reason} ({outcome:g}% of episodes)")
+                index.canary = Canary(version=version, percent=outcome, step_started_at=time.time(),
+                                      started_at=index.canary.started_at)
+            return True
 
     def note_analysis(self, version: str, lines: list[str]) -> None:
         """Keep the running canary's latest analysis with it (for `agentgym rollout status`)."""
@@ -215,6 +228,19 @@ class Registry:
                 _move(index.versions[previous], "live", by, f"rollback of {current.version}")
                 return index.versions[previous]
             return None
+
+
+def _make_live(index: Index, version: str, by: str, reason: str) -> Version:
+    """In a locked index: `version` live, the one it replaces retired, its canary or shadow ended."""
+    if index.live and index.live != version:
+        _move(index.versions[index.live], "retired", by, f"replaced by {version}")
+    _move(index.versions[version], "live", by, reason)
+    index.live = version
+    if index.canary and index.canary.version == version:
+        index.canary = None
+    if index.shadow == version:
+        index.shadow = None
+    return index.versions[version]
 
 
 def _move(version: Version, status: Status, by: str, reason: str) -> None:

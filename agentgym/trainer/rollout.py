@@ -64,18 +64,15 @@ def check(con: duckdb.DuckDBPyConnection, registry: Registry, config: RolloutCon
     episodes = min(c.episodes[0] for c in comparisons)
     if failed or (config.on_inconclusive == "rollback" and episodes >= config.max_episodes
                   and any(c.verdict == "inconclusive" for c in comparisons)):
-        why = "; ".join(c.describe() for c in (failed or comparisons))
-        registry.rollback(by="rollout", reason=f"{canary.percent:g}% step: {why}")
-        log.warning("canary %s rolled back: %s", canary.version, why)
-        return {"status": "rolled back", "version": canary.version, "analysis": lines}
-    if all(c.verdict == "pass" for c in comparisons):
+        outcome, status = "rollback", "rolled back"
+        why = f"{canary.percent:g}% step: " + "; ".join(c.describe() for c in (failed or comparisons))
+    elif all(c.verdict == "pass" for c in comparisons):
         later = [step for step in config.steps if step > canary.percent]
+        outcome, status = (later[0], "next step") if later else ("promote", "promoted")
         why = f"{canary.percent:g}% step passed: " + "; ".join(lines)
-        if later:
-            registry.start_canary(canary.version, later[0], by="rollout", reason=why)
-            log.info("canary %s moves to %g%%", canary.version, later[0])
-            return {"status": "next step", "version": canary.version, "percent": later[0], "analysis": lines}
-        registry.promote(canary.version, by="rollout", reason=why)
-        log.info("canary %s promoted", canary.version)
-        return {"status": "promoted", "version": canary.version, "analysis": lines}
-    return {"status": "waiting", "version": canary.version, "analysis": lines}
+    else:
+        return {"status": "waiting", "version": canary.version, "analysis": lines}
+    if not registry.settle_canary(canary.version, outcome, by="rollout", reason=why):
+        return {"status": "changed meanwhile", "version": canary.version, "analysis": lines}
+    log.log(logging.WARNING if outcome == "rollback" else logging.INFO, "canary %s: %s (%s)", canary.version, status, why)
+    return {"status": status, "version": canary.version, "analysis": lines}
