@@ -256,3 +256,26 @@ def test_registry_shadow_moves_on_to_canary_or_is_ended_by_rollback(tmp_path):
     assert registry.rollback(by="test", reason="enough").version == v1  # then the shadow
     assert registry.index().shadow is None and registry.index().versions[v2].status == "rolled_back"
     assert registry.index().live == v1
+
+
+def test_a_refused_canary_or_shadow_leaves_its_place_empty_and_the_live_version_serving(tmp_path):
+    from agentgym.proxy.planner import Planner
+    from agentgym.trainer.encoder import shared_encoder
+
+    encoder = shared_encoder()
+    registry = Registry(tmp_path / "policies")
+    v1, v2, v3, v4 = (registry.register(PolicyWeights.zero_shot(encoder.dimensions), parent=None, encoder="e",
+                                        encoder_checksum=encoder.checksum, training={}, gate={}).version
+                      for _ in range(4))
+    registry.promote(v1, by="test", reason="first")
+    registry.start_canary(v2, 10, by="test", reason="try")
+    planner = Planner(PlannerConfig(), registry, recorder=None, encoder=encoder)
+    planner.refresh()
+    assert (planner.live[0].version, planner.canary[0].version) == (v1, v2)
+    registry.rollback(by="test", reason="end")
+    registry.start_canary(v3, 10, by="test", reason="next")
+    registry.start_shadow(v4, by="test", reason="look")
+    for version in (v3, v4):  # rotted on disk after the registry accepted them
+        (registry.folder / f"{version}.npz").write_bytes(b"not a policy")
+    planner.refresh()
+    assert planner.live[0].version == v1 and planner.canary is None and planner.shadow is None  # not v2 in v3's place

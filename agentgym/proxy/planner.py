@@ -99,27 +99,33 @@ class Planner:
         index = self.registry.index()
         self.live = self._serving(index.live, self.live)
         canary = index.canary
-        loaded = self._serving(canary.version if canary else None, self.canary[:2] if self.canary else None)
+        loaded = self._serving(canary.version if canary else None, self.canary[:2] if self.canary else None,
+                               keep_on_refusal=False)
         self.canary = (*loaded, canary.percent) if loaded and canary else None
-        self.shadow = self._serving(index.shadow, self.shadow)
+        self.shadow = self._serving(index.shadow, self.shadow, keep_on_refusal=False)
 
-    def _serving(self, wanted: str | None, current: tuple[Version, PolicyWeights] | None
-                 ) -> tuple[Version, PolicyWeights] | None:
-        """`wanted`'s weights (`current` if it is that version already, or if `wanted` is refused)."""
+    def _serving(self, wanted: str | None, current: tuple[Version, PolicyWeights] | None, *,
+                 keep_on_refusal: bool = True) -> tuple[Version, PolicyWeights] | None:
+        """`wanted`'s weights (`current` if it is that version already). If `wanted` is refused:
+        `current` for the live version (the one serving keeps serving), none for a canary or a
+        shadow (another version must not take a place the registry gave to `wanted`)."""
         if wanted is None:
             return None
-        if current is not None and current[0].version == wanted or wanted in self.refused:
+        if current is not None and current[0].version == wanted:
             return current
+        fallback = current if keep_on_refusal else None
+        if wanted in self.refused:
+            return fallback
         try:
             loaded = self.registry.load(wanted)
         except CorruptPolicy:
             self.refused.add(wanted)
-            log.exception("policy %s refused; %s keeps serving", wanted, current[0].version if current else "none")
-            return current
+            log.exception("policy %s refused; %s serves", wanted, fallback[0].version if fallback else "none")
+            return fallback
         if loaded[0].encoder_checksum != self.encoder.checksum:
             self.refused.add(wanted)
             log.error("policy %s was trained on another encoder; refused", wanted)
-            return current
+            return fallback
         log.info("now serving policy %s", wanted)
         return loaded
 
