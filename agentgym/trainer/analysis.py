@@ -48,11 +48,11 @@ def compare(metric: str, canary: np.ndarray, baseline: np.ndarray, *, tolerance:
             alpha: float = 0.05, tau: float = 0.1) -> Comparison:
     """`canary`, `baseline`: one value per finished episode of each arm."""
     n_c, n_b = len(canary), len(baseline)
+    mean_c = float(np.mean(canary)) if n_c else math.nan
+    mean_b = float(np.mean(baseline)) if n_b else math.nan
     if n_c < 2 or n_b < 2:
-        return Comparison(metric, float(np.mean(canary)) if n_c else math.nan,
-                          float(np.mean(baseline)) if n_b else math.nan, (n_c, n_b), -math.inf, math.inf,
-                          "inconclusive")
-    difference = float(np.mean(canary) - np.mean(baseline))
+        return Comparison(metric, mean_c, mean_b, (n_c, n_b), -math.inf, math.inf, "inconclusive")
+    difference = mean_c - mean_b
     v = max(float(np.var(canary, ddof=1)) / n_c + float(np.var(baseline, ddof=1)) / n_b, VARIANCE_FLOOR / min(n_c, n_b))
     t2 = tau * tau
     half = math.sqrt(v * (v + t2) / t2 * math.log((v + t2) / (v * alpha * alpha)))
@@ -63,4 +63,4 @@ def compare(metric: str, canary: np.ndarray, baseline: np.ndarray, *, tolerance:
         verdict = "pass"
     else:
         verdict = "inconclusive"
-    return Comparison(metric, float(np.mean(canary)), float(np.mean(baseline)), (n_c, n_b), low, high, verdict)
+    return Comparison(metric, mean_c, mean_b, (n_c, n_b), low, high, verdict)

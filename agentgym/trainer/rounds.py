@@ -47,8 +47,8 @@ SELECT count(*) FROM episodes WHERE ok IS NOT NULL AND policy_version = $version
 
 
 def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Encoder, trainer: TrainerConfig,
-                planner: PlannerConfig, scope: Scope, *, by: str, engine: Engine | None = None,
-                canary_percent: float = 5.0) -> dict[str, Any]:
+                planner: PlannerConfig, scope: Scope, *, by: str, canary_percent: float,
+                engine: Engine | None = None) -> dict[str, Any]:
     """Run one round; what happened, as a dict (also what `agentgym train --once` prints).
     `canary_percent`: where a version that passed starts, when `trainer.promote` is "rollout"."""
     live = registry.index().live
