@@ -281,7 +281,9 @@ def rollout_status(config: ConfigOption = None, db: DbOption = None) -> None:
     canary = index.canary
     share = 100 - (canary.percent if canary else 0)
     console.print(f"live: {index.live or 'none (requests unchanged)'}, {share:g}% of episodes")
-    console.print(f"shadow: {index.shadow or 'none'}")
+    console.print(f"shadow: {index.shadow_version or 'none'}")
+    for line in index.shadow.analysis if index.shadow else []:
+        console.print(f"  analysis: {line}")
     if canary is None:
         console.print("canary: none")
         return

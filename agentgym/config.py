@@ -126,9 +126,10 @@ class TrainerConfig(Section):
     outcome_weight: float = Field(1.0, ge=0, description="weight of the tool scores' lesson from each call's "
                                   "outcome (the model's own choices included)")
     gate_margin: float = Field(0.0, ge=0, description="a new version may estimate at most this much below the current")
-    promote: Literal["auto", "rollout", "manual"] = Field(
-        "auto", description="auto: a version that passes the gate goes live; rollout: it starts a canary at "
-        "rollout.steps' first step (unless one is running); manual: it waits as a candidate")
+    promote: Literal["rollout", "auto", "manual"] = Field(
+        "rollout", description="rollout: a version that passes the gate earns its way, in shadow (rollout.shadow), "
+        "then as a canary through rollout.steps, promoted or rolled back by the rollout controller; auto: it goes "
+        "live at once; manual: it waits as a candidate")
     zero_shot_defer: float = Field(
         13.0, description="the first version scores 'defer' this high, 'offer' 2 lower, 'force' 0: "
         "how often it leaves requests alone (the untrained model) while it learns")
@@ -143,6 +144,8 @@ class RolloutConfig(Section):
                             "off: canaries move only by hand")
     steps: list[float] = Field([5.0, 25.0, 50.0], description="percentages of episodes a canary serves, step by "
                                "step; passing the last one promotes it")
+    shadow: bool = Field(True, description="a version the trainer hands over scores every request in shadow first, "
+                         "and starts its canary only if its off-policy estimate there is not worse than live's")
     min_episodes: int = Field(100, ge=2, description="finished episodes each arm needs in a step before it can pass")
     max_episodes: int = Field(3000, ge=2, description="a step still inconclusive after this many canary episodes "
                               "ends as `on_inconclusive` says")

@@ -47,7 +47,8 @@ def curve(name: str, episodes: int, chunk: int, seed: int, extra_env: dict[str, 
     model = local_stack.start_model(work, args=["--scenario", name, "--seed", str(seed)])
     plain = local_stack.start_proxy(f"{model.url}/v1", work / "plain.duckdb", work,
                                     env={**scenario.proxy_env(), "AGENTGYM_PLANNER__ENABLED": "false"})
-    env = {**scenario.proxy_env(), **scenario.learning_env(seed), **extra_env}
+    # each version that passes the gate goes live at once: the curve measures learning, not the rollout's pace
+    env = {**scenario.proxy_env(), **scenario.learning_env(seed), "AGENTGYM_TRAINER__PROMOTE": "auto", **extra_env}
     db = work / "store.duckdb"
     proxy = local_stack.start_proxy(f"{model.url}/v1", db, work, env=env)
     registry = Registry(default_dir(db))

@@ -35,7 +35,7 @@ def test_the_scheduled_trainer_learns_which_tool_works(tiny, logs, tmp_path):
         "AGENTGYM_TRAINER__ENABLED": "true", "AGENTGYM_TRAINER__EVERY_EPISODES": "60",
         "AGENTGYM_TRAINER__MIN_DECISIONS": "40", "AGENTGYM_TRAINER__CHECK_S": "0.3",
         "AGENTGYM_TRAINER__ZERO_SHOT_DEFER": "3", "AGENTGYM_TRAINER__REWARD": reward,
-        "AGENTGYM_PLANNER__SEED": "3", "AGENTGYM_PLANNER__REFRESH_S": "0.2"})
+        "AGENTGYM_TRAINER__PROMOTE": "auto", "AGENTGYM_PLANNER__SEED": "3", "AGENTGYM_PLANNER__REFRESH_S": "0.2"})
     registry = Registry(default_dir(db))
     plain = local_stack.start_proxy(f"{model.url}/v1", tmp_path / "plain.duckdb", logs,
                                     env={"AGENTGYM_PLANNER__ENABLED": "false"})

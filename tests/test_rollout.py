@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import duckdb
 import numpy as np
 
 from agentgym.scenarios import local_stack
@@ -98,3 +99,50 @@ def test_the_sequential_test_stays_valid_under_repeated_looks():
     assert all(v == "fail" for v, _ in worse) and np.median([n for _, n in worse]) <= 120
     better = [_first_verdict(0.78, 0.7, seed, 0.03)[0] for seed in range(50)]
     assert better.count("pass") >= 45 and "fail" not in better
+
+
+def test_a_shadow_judged_worse_is_rolled_back_having_served_nothing_and_a_better_one_starts_its_canary(
+        tiny, logs, tmp_path):
+    """The shadow's off-policy estimate, on the live version's decisions made since it started,
+    decides: a version forcing the failing twin never serves an episode; one forcing the tool
+    that works moves to the first canary step."""
+    scenario = load_scenario(str(tiny))
+    model = local_stack.start_model(logs, args=["--scenario", str(tiny), "--seed", "1"])
+    db = tmp_path / "shadow.duckdb"
+    registry = Registry(default_dir(db))
+    encoder = shared_encoder()
+
+    def register(weights: PolicyWeights) -> str:
+        return registry.register(weights, parent=None, encoder="e", encoder_checksum=encoder.checksum, training={},
+                                 gate={}).version
+
+    live = register(PolicyWeights.zero_shot(encoder.dimensions, b_defer=13.0))
+    harmful = register(_forcing(encoder.dimensions, "fetch_order_status"))
+    better = register(_forcing(encoder.dimensions, "get_order_status"))
+    registry.promote(live, by="test", reason="start")
+    proxy = local_stack.start_proxy(f"{model.url}/v1", db, logs, env={
+        "AGENTGYM_PLANNER__REFRESH_S": "0.1", "AGENTGYM_PLANNER__EPSILON": "0.3", "AGENTGYM_PLANNER__SEED": "2",
+        "AGENTGYM_TRAINER__REWARD": json.dumps(scenario.reward.model_dump()),  # failed calls cost
+        "AGENTGYM_ROLLOUT__CHECK_S": "0.3", "AGENTGYM_ROLLOUT__MIN_EPISODES": "40",
+        "AGENTGYM_ROLLOUT__STEPS": json.dumps([20, 50])})
+    try:
+        registry.start_shadow(harmful, by="test", reason="a bad idea")
+        _until(registry, proxy.url, scenario, lambda i: i.shadow is None, chunks=10, seed=300)
+        history = registry.index().versions[harmful].history
+        assert history[-1]["to"] == "rolled_back" and history[-1]["by"] == "rollout", history
+        assert "shadow failed" in history[-1]["reason"] and "agreement" in history[-1]["reason"], history[-1]
+
+        registry.start_shadow(better, by="test", reason="a good idea")
+        _until(registry, proxy.url, scenario, lambda i: i.canary is not None, chunks=10, seed=400)
+        index = registry.index()
+        assert index.canary.version == better and index.canary.percent == 20 and index.shadow is None
+        assert "shadow passed" in index.versions[better].history[-1]["reason"]
+        assert proxy.stop(), proxy.log()
+    finally:
+        proxy.stop()
+        model.stop()
+    con = duckdb.connect(str(db), read_only=True)
+    served = con.execute("SELECT count(*) FILTER (arm <> 'shadow'), count(*) FILTER (arm = 'shadow') FROM decisions "
+                         "WHERE policy_version = $v", {"v": harmful}).fetchone()
+    con.close()
+    assert served[0] == 0 and served[1] > 30, served  # it decided beside every request and served none

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pytest
 
 from agentgym.config import PlannerConfig, RewardRule
@@ -247,15 +248,18 @@ def test_registry_shadow_moves_on_to_canary_or_is_ended_by_rollback(tmp_path):
         registry.start_shadow(v1, by="test", reason="no")
     registry.start_shadow(v2, by="test", reason="look")
     registry.start_shadow(v3, by="test", reason="look instead")
-    assert registry.index().shadow == v3 and registry.index().versions[v2].status == "candidate"
+    assert registry.index().shadow_version == v3 and registry.index().versions[v2].status == "candidate"
     registry.start_canary(v3, 5, by="test", reason="serve some")  # shadow -> canary
     assert registry.index().shadow is None and registry.index().canary.version == v3
     registry.start_shadow(v2, by="test", reason="look again")
     assert registry.rollback(by="test", reason="canary worse").version == v1  # the canary ends first
-    assert registry.index().shadow == v2
+    assert registry.index().shadow_version == v2
     assert registry.rollback(by="test", reason="enough").version == v1  # then the shadow
     assert registry.index().shadow is None and registry.index().versions[v2].status == "rolled_back"
     assert registry.index().live == v1
+    older = orjson.loads(registry.index_path.read_bytes())  # an index written when a shadow was just its name
+    registry.index_path.write_bytes(orjson.dumps({**older, "shadow": v3}))
+    assert registry.index().shadow_version == v3 and registry.index().shadow.started_at == 0.0
 
 
 def test_a_refused_canary_or_shadow_leaves_its_place_empty_and_the_live_version_serving(tmp_path):

@@ -102,7 +102,7 @@ class Planner:
         loaded = self._serving(canary.version if canary else None, self.canary[:2] if self.canary else None,
                                keep_on_refusal=False)
         self.canary = (*loaded, canary.percent) if loaded and canary else None
-        self.shadow = self._serving(index.shadow, self.shadow, keep_on_refusal=False)
+        self.shadow = self._serving(index.shadow_version, self.shadow, keep_on_refusal=False)
 
     def _serving(self, wanted: str | None, current: tuple[Version, PolicyWeights] | None, *,
                  keep_on_refusal: bool = True) -> tuple[Version, PolicyWeights] | None:

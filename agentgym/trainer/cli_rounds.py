@@ -40,8 +40,8 @@ def round_once(settings: Settings) -> dict[str, Any]:
         return _in_server(settings, exc)
     registry = Registry(settings.planner.policies_dir or default_dir(path))
     with closing(con):
-        return train_round(con, registry, shared_encoder(), settings.trainer, settings.planner,
-                           Scope.configured(settings.episodes), by="cli", canary_percent=settings.rollout.steps[0])
+        return train_round(con, registry, shared_encoder(), settings.trainer, settings.planner, settings.rollout,
+                           Scope.configured(settings.episodes), by="cli")
 
 
 def _in_server(settings: Settings, lock_error: Exception) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 A folder (default: the store's path plus `.policies`) holds one `vN.npz` per version and
 `index.json`, which says every version's metadata, which one is live, which one is in canary
-(and for what share of episodes) and which one is in shadow: the rollout's state, so it
+(and for what share of episodes) and which one is in shadow (since when): the rollout's state, so it
 survives restarts. Writers take a file lock and replace the index atomically, so `agentgym
 policies promote` from another process, the trainer and the rollout controller inside the
 proxy never tear it; the proxy watches the index and swaps the versions in (see
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from agentgym.trainer.policy import PolicyWeights
 
@@ -55,11 +55,29 @@ class Canary(BaseModel):
     analysis: list[str] = Field(default_factory=list, description="the step's latest analysis, one line a metric")
 
 
+class Shadow(BaseModel):
+    """A version scoring every request beside the serving ones; its decisions are recorded, never applied."""
+
+    version: str
+    started_at: float = Field(description="its analysis reads the decisions made since")
+    analysis: list[str] = Field(default_factory=list, description="its latest analysis: agreement, off-policy estimate")
+
+
 class Index(BaseModel):
     live: str | None = None
     canary: Canary | None = None
-    shadow: str | None = Field(None, description="scores every request beside the serving versions; never applied")
+    shadow: Shadow | None = None
     versions: dict[str, Version] = Field(default_factory=dict)
+
+    @field_validator("shadow", mode="before")
+    @classmethod
+    def _named_shadow(cls, shadow: Any) -> Any:
+        """An index written before shadows had a start time named the version only."""
+        return {"version": shadow, "started_at": 0.0} if isinstance(shadow, str) else shadow
+
+    @property
+    def shadow_version(self) -> str | None:
+        return self.shadow.version if self.shadow else None
 
 
 def default_dir(db: Path | str) -> Path:
@@ -142,10 +160,10 @@ class Registry:
         with self._editing() as index:
             if version == index.live or (index.canary and index.canary.version == version):
                 raise ValueError(f"{version} serves already")
-            if index.shadow and index.shadow != version:
-                _move(index.versions[index.shadow], "candidate", by, f"shadow replaced by {version}")
+            if index.shadow and index.shadow.version != version:
+                _move(index.versions[index.shadow.version], "candidate", by, f"shadow replaced by {version}")
             _move(index.versions[version], "shadow", by, reason)
-            index.shadow = version
+            index.shadow = Shadow(version=version, started_at=time.time())
             return index.versions[version]
 
     def start_canary(self, version: str, percent: float, *, by: str, reason: str) -> Version:
@@ -161,7 +179,7 @@ class Registry:
             if index.canary and index.canary.version != version:
                 raise ValueError(f"{index.canary.version} is in canary: promote it or roll it back first")
             _move(index.versions[version], "canary", by, f"{reason} ({percent:g}% of episodes)")
-            if index.shadow == version:  # from shadow to canary
+            if index.shadow_version == version:  # from shadow to canary
                 index.shadow = None
             now = time.time()
             index.canary = Canary(version=version, percent=percent, step_started_at=now,
@@ -189,14 +207,34 @@ class Registry:
                                       started_at=index.canary.started_at)
             return True
 
+    def settle_shadow(self, version: str, outcome: Literal["rollback"] | float, *, by: str, reason: str) -> bool:
+        """What the rollout controller decided for shadow `version`: roll it back, or start its
+        canary at a percentage; done only if it is still the shadow, and (for a canary) no other
+        canary runs, when the index is locked. Whether it was done."""
+        if outcome != "rollback":
+            self.load(version)
+        with self._editing() as index:
+            if index.shadow_version != version or (outcome != "rollback" and index.canary is not None):
+                return False
+            index.shadow = None
+            if outcome == "rollback":
+                _move(index.versions[version], "rolled_back", by, reason)
+            else:
+                _move(index.versions[version], "canary", by, f"{reason} ({outcome:g}% of episodes)")
+                index.canary = Canary(version=version, percent=outcome, started_at=time.time(),
+                                      step_started_at=time.time())
+            return True
+
     def note_analysis(self, version: str, lines: list[str]) -> None:
-        """Keep the running canary's latest analysis with it (for `agentgym rollout status`)."""
-        canary = self.index().canary
-        if canary is None or canary.version != version or canary.analysis == lines:
+        """Keep the running canary's or shadow's latest analysis with it (for `agentgym rollout status`)."""
+        index = self.index()
+        trial = next((t for t in (index.canary, index.shadow) if t and t.version == version), None)
+        if trial is None or trial.analysis == lines:
             return  # unchanged: no write (the proxy re-reads the index whenever it changes)
         with self._editing() as index:
-            if index.canary and index.canary.version == version:
-                index.canary.analysis = lines
+            trial = next((t for t in (index.canary, index.shadow) if t and t.version == version), None)
+            if trial is not None:
+                trial.analysis = lines
 
     def refuse(self, version: str, *, by: str, reason: str) -> None:
         """Mark a version that failed its gate; it is kept, for the record, and never served."""
@@ -212,7 +250,7 @@ class Registry:
             if index.canary is not None:
                 ended, index.canary = index.canary.version, None
             elif index.shadow is not None:
-                ended, index.shadow = index.shadow, None
+                ended, index.shadow = index.shadow.version, None
             if ended is not None:
                 _move(index.versions[ended], "rolled_back", by, reason)
                 return index.versions[index.live] if index.live else None
@@ -238,7 +276,7 @@ def _make_live(index: Index, version: str, by: str, reason: str) -> Version:
     index.live = version
     if index.canary and index.canary.version == version:
         index.canary = None
-    if index.shadow == version:
+    if index.shadow_version == version:
         index.shadow = None
     return index.versions[version]
 

@@ -30,6 +30,7 @@ from agentgym.trainer.gate import evaluate
 from agentgym.trainer.policy import PolicyWeights
 from agentgym.trainer.registry import Registry
 from agentgym.trainer.rollout import check as rollout_check
+from agentgym.trainer.shadow import look as shadow_look
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,11 @@ SELECT count(*) FROM episodes WHERE ok IS NOT NULL AND policy_version = $version
 
 
 def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Encoder, trainer: TrainerConfig,
-                planner: PlannerConfig, scope: Scope, *, by: str, canary_percent: float,
+                planner: PlannerConfig, rollout: RolloutConfig, scope: Scope, *, by: str,
                 engine: Engine | None = None) -> dict[str, Any]:
     """Run one round; what happened, as a dict (also what `agentgym train --once` prints).
-    `canary_percent`: where a version that passed starts, when `trainer.promote` is "rollout"."""
+    With `trainer.promote` "rollout", a version that passed starts in shadow (replacing an older
+    shadow) or, with `rollout.shadow` off, at the first canary step if no canary runs."""
     live = registry.index().live
     if live is None:
         weights = PolicyWeights.zero_shot(encoder.dimensions, b_defer=trainer.zero_shot_defer, seed=trainer.seed)
@@ -84,9 +86,12 @@ def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Enc
     elif trainer.promote == "auto":
         registry.promote(version.version, by=by, reason=f"gate passed: {estimate}")
         result["promoted"] = True
+    elif trainer.promote == "rollout" and rollout.shadow:
+        registry.start_shadow(version.version, by=by, reason=f"gate passed: {estimate}")
+        result["shadow"] = True
     elif trainer.promote == "rollout" and registry.index().canary is None:
-        registry.start_canary(version.version, canary_percent, by=by, reason=f"gate passed: {estimate}")
-        result["canary"] = canary_percent
+        registry.start_canary(version.version, rollout.steps[0], by=by, reason=f"gate passed: {estimate}")
+        result["canary"] = rollout.steps[0]
     return result
 
 
@@ -98,7 +103,7 @@ def _served(con: duckdb.DuckDBPyConnection, version: str, scope: Scope) -> int:
 class Schedule:
     """Rounds inside `agentgym serve`: every `every_episodes` finished episodes of the live
     version and/or every `every_s` seconds, checked every `check_s` on an APScheduler job; and
-    the rollout controller's look at a running canary every `rollout.check_s`."""
+    the rollout controller's look at a running canary and shadow every `rollout.check_s`."""
 
     def __init__(self, trainer: TrainerConfig, planner: PlannerConfig, scope: Scope, registry: Registry,
                  reader: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
@@ -133,14 +138,20 @@ class Schedule:
         self._scheduler.start()
 
     def look_at_rollout(self) -> None:
-        """The rollout job: a failure is logged; serving never depends on it."""
+        """The rollout job: a look at the running canary, then at the shadow (which may start its
+        canary once the canary's place is free). A failure is logged; serving never depends on it."""
         try:
-            if self.registry.index().canary is None:
+            index = self.registry.index()
+            if index.canary is None and index.shadow is None:
                 return
             with self._lock, self._reader() as con:
-                result = rollout_check(con, self.registry, self.rollout, self.scope)
-            if result["status"] not in ("no canary", "waiting"):
-                log.info("rollout: %s", result)
+                results = [rollout_check(con, self.registry, self.rollout, self.scope)]
+                if self.registry.index().shadow is not None:
+                    results.append(shadow_look(con, self.registry, self._encoder_of(), self.rollout, self.trainer,
+                                               self.planner, self.scope))
+            for result in results:
+                if not result["status"].startswith(("no ", "waiting")):
+                    log.info("rollout: %s", result)
         except Exception:  # noqa: BLE001 - the controller failing must never touch the proxy's requests
             log.exception("rollout check failed; the versions serving keep serving")
 
@@ -180,8 +191,8 @@ class Schedule:
             live = self.registry.index().live
             if live is not None and self.trainer.every_episodes is not None:
                 self._trained_on[live] = _served(con, live, self.scope)
-            result = train_round(con, self.registry, self._encoder_of(), self.trainer, self.planner, self.scope, by=by,
-                                 canary_percent=self.rollout.steps[0])
+            result = train_round(con, self.registry, self._encoder_of(), self.trainer, self.planner, self.rollout,
+                                 self.scope, by=by)
             self._last_round = time.monotonic()
             self.rounds += 1
             self.last_result = result
