@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, YamlConfigSettingsSource
 
 CONFIG_ENV = "AGENTGYM_CONFIG"
@@ -136,9 +136,12 @@ class TrainerConfig(Section):
     reward: RewardRule = RewardRule()
 
 
+RolloutMetric = Literal["episode_success", "tool_success", "cost_per_success", "latency_p95"]
+
+
 class RolloutConfig(Section):
     """Canaries moved along their steps, or rolled back, by a sequential comparison with the
-    live version's episodes over the same time (`agentgym.trainer.rollout`)."""
+    baseline's episodes over the same time (`agentgym.trainer.rollout`)."""
 
     automatic: bool = Field(True, description="analyse running canaries inside `agentgym serve` and act on them; "
                             "off: canaries move only by hand")
@@ -146,13 +149,21 @@ class RolloutConfig(Section):
                                "step; passing the last one promotes it")
     shadow: bool = Field(True, description="a version the trainer hands over scores every request in shadow first, "
                          "and starts its canary only if its off-policy estimate there is not worse than live's")
+    baseline: Literal["live", "control"] = Field(
+        "live", description="what a canary is compared with: live, the live version's episodes (with no live "
+        "version, those served by no policy); control, the episodes served by no policy (planner.control_share)")
+    metrics: dict[RolloutMetric, NonNegativeFloat] = Field(
+        {"episode_success": 0.03, "tool_success": 0.03, "cost_per_success": 0.10, "latency_p95": 0.20},
+        description="the metrics compared, each with its tolerance: how much lower a canary's episode or tool "
+        "success rate may be (absolute: 0.03 is 3 points), how much higher its cost per successful episode or its "
+        "p95 request latency (relative: 0.10 is 10%), and still pass; a metric left out is not checked, one "
+        "with no value in either arm (no cost known for the model) is reported as not measured and left out")
     min_episodes: int = Field(100, ge=2, description="finished episodes each arm needs in a step before it can pass")
     max_episodes: int = Field(3000, ge=2, description="a step still inconclusive after this many canary episodes "
                               "ends as `on_inconclusive` says")
-    on_inconclusive: Literal["wait", "rollback"] = "wait"
-    tolerance: dict[Literal["episode_success", "tool_success"], float] = Field(
-        {"episode_success": 0.03, "tool_success": 0.03},
-        description="per metric, how far below the live version a canary may be and still pass")
+    on_inconclusive: Literal["wait", "pause", "rollback"] = Field(
+        "wait", description="wait: keep analysing; pause: the canary keeps serving at its step, marked paused and "
+        "no longer analysed, until started again by hand; rollback: roll it back")
     alpha: float = Field(0.05, gt=0, lt=1, description="the always-valid intervals' error rate")
     tau: float = Field(0.1, gt=0, description="the sequential test's mixing scale: the size of difference it is "
                        "quickest to detect")
@@ -164,6 +175,14 @@ class RolloutConfig(Section):
         if not steps or any(not 0 < a < 100 for a in steps) or steps != sorted(set(steps)):
             raise ValueError("steps are increasing percentages, each above 0 and below 100")
         return steps
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, metrics: dict[RolloutMetric, float]) -> dict[RolloutMetric, float]:
+        if not metrics:
+            raise ValueError("name at least one metric to compare canaries on: episode_success, tool_success, "
+                             "cost_per_success, latency_p95")
+        return metrics
 
 
 class OutcomeRules(Section):
@@ -201,6 +220,13 @@ class Settings(BaseSettings):
     planner: PlannerConfig = PlannerConfig()
     trainer: TrainerConfig = TrainerConfig()
     rollout: RolloutConfig = RolloutConfig()
+
+    @model_validator(mode="after")
+    def _control_baseline(self) -> Settings:
+        if self.rollout.baseline == "control" and self.planner.control_share == 0:
+            raise ValueError("rollout.baseline 'control' compares canaries with the episodes served by no policy: "
+                             "set planner.control_share above 0, or use baseline 'live'")
+        return self
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

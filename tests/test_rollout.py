@@ -55,7 +55,7 @@ def test_the_controller_rolls_a_harmful_canary_back_and_promotes_a_better_one(ti
     proxy = local_stack.start_proxy(f"{model.url}/v1", db, logs, env={
         "AGENTGYM_PLANNER__REFRESH_S": "0.1", "AGENTGYM_ROLLOUT__CHECK_S": "0.3",
         "AGENTGYM_ROLLOUT__MIN_EPISODES": "20", "AGENTGYM_ROLLOUT__STEPS": json.dumps([20, 50]),
-        "AGENTGYM_ROLLOUT__TOLERANCE": json.dumps({"episode_success": 0.05, "tool_success": 0.05})})
+        "AGENTGYM_ROLLOUT__METRICS": json.dumps({"episode_success": 0.05, "tool_success": 0.05})})
     try:
         registry.start_canary(harmful, 20, by="test", reason="a bad idea")
         took = _until(registry, proxy.url, scenario, lambda i: i.canary is None, chunks=15, seed=100)
@@ -79,12 +79,13 @@ def test_the_controller_rolls_a_harmful_canary_back_and_promotes_a_better_one(ti
 
 def _first_verdict(p_canary: float, p_live: float, seed: int, tolerance: float) -> tuple[str, int]:
     """Looks every 20 episodes a side, up to 2,000: the first verdict that is not inconclusive."""
-    from agentgym.trainer.analysis import compare
+    from agentgym.trainer.analysis import compare, mean
 
     rng = np.random.default_rng(seed)
     canary, live = (rng.random(2000) < p_canary).astype(float), (rng.random(2000) < p_live).astype(float)
     for n in range(20, 2001, 20):
-        verdict = compare("episode_success", canary[:n], live[:n], tolerance=tolerance, min_episodes=100).verdict
+        verdict = compare("episode_success", mean(canary[:n]), mean(live[:n]), tolerance=tolerance,
+                          min_episodes=100).verdict
         if verdict != "inconclusive":
             return verdict, n
     return "inconclusive", 2000

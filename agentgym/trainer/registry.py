@@ -53,6 +53,8 @@ class Canary(BaseModel):
     step_started_at: float = Field(description="when it began serving this percentage: its step's analysis "
                                    "reads the episodes begun since")
     analysis: list[str] = Field(default_factory=list, description="the step's latest analysis, one line a metric")
+    paused: str | None = Field(None, description="why the rollout controller stopped at this step (its analysis "
+                               "stayed inconclusive): it serves on, unanalysed, until started again by hand")
 
 
 class Shadow(BaseModel):
@@ -168,7 +170,8 @@ class Registry:
 
     def start_canary(self, version: str, percent: float, *, by: str, reason: str) -> Version:
         """Serve `version` to `percent`% of episodes beside the live version (checked loadable
-        first); again with another percentage, move the canary to it."""
+        first); again, at the same percentage or another, start a fresh step there (which ends a
+        pause)."""
         if not 0 < percent < 100:
             raise ValueError(f"a canary serves more than 0% and less than 100% of episodes, not {percent:g}% "
                              "(all of them: promote it)")
@@ -186,11 +189,12 @@ class Registry:
                                   started_at=index.canary.started_at if index.canary else now)
             return index.versions[version]
 
-    def settle_canary(self, version: str, outcome: Literal["rollback", "promote"] | float, *, by: str,
+    def settle_canary(self, version: str, outcome: Literal["rollback", "promote", "pause"] | float, *, by: str,
                       reason: str) -> bool:
-        """What the rollout controller decided for canary `version`: roll it back, promote it, or
-        move it to a percentage; done only if `version` is still the canary when the index is
-        locked (a person may have acted since the controller looked). Whether it was done."""
+        """What the rollout controller decided for canary `version`: roll it back, promote it, pause
+        it at its step, or move it to a percentage; done only if `version` is still the canary when
+        the index is locked (a person may have acted since the controller looked). Whether it was
+        done."""
         if outcome == "promote":
             self.load(version)
         with self._editing() as index:
@@ -201,6 +205,9 @@ class Registry:
                 index.canary = None
             elif outcome == "promote":
                 _make_live(index, version, by, reason)
+            elif outcome == "pause":
+                _move(index.versions[version], "canary", by, f"paused: {reason}")
+                index.canary.paused = reason
             else:
                 _move(index.versions[version], "canary", by, f"{reason} ({outcome:g}% of episodes)")
                 index.canary = Canary(version=version, percent=outcome, step_started_at=time.time(),
