@@ -148,8 +148,7 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        recorder, planner = proxy.recorder, proxy.planner
-        loaded = lambda served: served[0].version if served else None  # noqa: E731
+        recorder = proxy.recorder
         body = {
             "ready": recorder.healthy,
             "recorder": {
@@ -159,7 +158,7 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
                 "last_error": recorder.last_error,
             },
             # the versions the planner has loaded (requests before that pass unchanged: it fails open)
-            "planner": {"live": loaded(planner.live), "canary": loaded(planner.canary), "shadow": loaded(planner.shadow)},
+            "planner": proxy.planner.loaded(),
         }
         return JSONResponse(body, 200 if recorder.healthy else 503)
 
