@@ -174,6 +174,13 @@ def train(
         raise typer.Exit(1) from exc
 
 
+def _person() -> str:
+    """Who a change from this command line is recorded as made by."""
+    from agentgym.trainer.by_hand import made_by
+
+    return made_by("cli", os.environ.get("USER", "unknown"))
+
+
 def _registry(config: Path | None, db: Path | None):
     from agentgym.trainer.registry import Registry, default_dir
 
@@ -227,18 +234,18 @@ def policies_promote(
 ) -> None:
     """Make VERSION live now (a manual override), or with --canary PCT start a canary of it; a
     running proxy follows within seconds."""
-    from agentgym.trainer.registry import CorruptPolicy
+    from agentgym.trainer.by_hand import promote
 
-    registry, by = _registry(config, db), f"cli:{os.environ.get('USER', 'unknown')}"
+    registry = _registry(config, db)
     try:
-        if canary is None:
-            console.print(f"{registry.promote(version, by=by, reason=reason).version} is live")
-        else:
-            registry.start_canary(version, canary, by=by, reason=reason)
-            console.print(f"{version} serves {canary:g}% of episodes; {registry.index().live or 'no policy'} the rest")
+        promote(registry, version, canary=canary, by=_person(), reason=reason)
     except (KeyError, ValueError) as exc:  # CorruptPolicy is a ValueError
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
+    if canary is None:
+        console.print(f"{version} is live")
+    else:
+        console.print(f"{version} serves {canary:g}% of episodes; {registry.index().live or 'no policy'} the rest")
 
 
 @policies_app.command("shadow")
@@ -251,7 +258,7 @@ def policies_shadow(
     """Let VERSION score every request beside the serving versions, recorded (arm "shadow") and
     never applied; `policies rollback` ends it."""
     try:
-        _registry(config, db).start_shadow(version, by=f"cli:{os.environ.get('USER', 'unknown')}", reason=reason)
+        _registry(config, db).start_shadow(version, by=_person(), reason=reason)
     except (KeyError, ValueError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
@@ -267,7 +274,7 @@ def policies_rollback(
     """End the running canary, else the shadow; with neither, back to the version that was live
     before the current one (or to none)."""
     try:
-        back = _registry(config, db).rollback(by=f"cli:{os.environ.get('USER', 'unknown')}", reason=reason)
+        back = _registry(config, db).rollback(by=_person(), reason=reason)
     except ValueError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
@@ -277,21 +284,24 @@ def policies_rollback(
 @rollout_app.command("status")
 def rollout_status(config: ConfigOption = None, db: DbOption = None) -> None:
     """What serves which share of episodes now, and the canary's history."""
-    index = _registry(config, db).index()
-    canary = index.canary
-    share = 100 - (canary.percent if canary else 0)
-    console.print(f"live: {index.live or 'none (requests unchanged)'}, {share:g}% of episodes")
-    console.print(f"shadow: {index.shadow_version or 'none'}")
-    for line in index.shadow.analysis if index.shadow else []:
+    from agentgym.trainer import by_hand
+
+    status = by_hand.rollout_status(_registry(config, db).index())
+    console.print(f"live: {status['live'] or 'none (requests unchanged)'}, {status['live_percent']:g}% of episodes")
+    shadow = status["shadow"]
+    console.print(f"shadow: {shadow['version'] if shadow else 'none'}")
+    for line in shadow["analysis"] if shadow else []:
         console.print(f"  analysis: {line}")
+    canary = status["canary"]
     if canary is None:
         console.print("canary: none")
         return
-    started = datetime.fromtimestamp(canary.started_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
-    console.print(f"canary: {canary.version}, {canary.percent:g}% of episodes, since {started} UTC")
-    for line in canary.analysis:
+    started = datetime.fromtimestamp(canary["started_at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+    console.print(f"canary: {canary['version']}, {canary['percent']:g}% of episodes, since {started} UTC"
+                  + (f"; paused: {canary['paused']}" if canary["paused"] else ""))
+    for line in canary["analysis"]:
         console.print(f"  analysis: {line}")
-    for change in index.versions[canary.version].history:
+    for change in canary["history"]:
         at = datetime.fromtimestamp(change["at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
         console.print(f"  {at}  {change['from']} -> {change['to']}  by {change['by']}: {change['reason']}")
 

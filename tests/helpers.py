@@ -4,6 +4,8 @@
 - `anthropic_app` speaks Anthropic's Messages API (the shape litellm translates to), so the
   proxy's litellm route is exercised over real HTTP without any network.
 - `recording_app` is an OpenAI-compatible upstream that remembers the headers it was sent.
+- `register_policy` and `wait_for_planner` put policy versions in a registry and wait until a
+  running proxy serves them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 import uuid
 from typing import Any
 
+import httpx
 import orjson
 import uvicorn
 from starlette.applications import Starlette
@@ -26,6 +29,8 @@ from starlette.routing import Route
 from agentgym.scenarios.local_stack import free_port
 from agentgym.scenarios.model_server import chat_completions as sim_chat_completions
 from agentgym.scenarios.simulated_model import ModelKnobs, SimulatedModel
+from agentgym.trainer.policy import PolicyWeights
+from agentgym.trainer.registry import Registry
 
 
 class ThreadServer:
@@ -125,3 +130,27 @@ def report_json(db: str, *extra: str) -> dict[str, Any]:
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def register_policy(registry: Registry, weights: PolicyWeights | None = None, *, b_defer: float = 0.0,
+                    parent: str | None = None) -> str:
+    """A version on the proxy's encoder (zero-shot, leaning to defer by `b_defer`, unless `weights`
+    are given): its name."""
+    from agentgym.trainer.encoder import shared_encoder
+
+    encoder = shared_encoder()
+    weights = weights or PolicyWeights.zero_shot(encoder.dimensions, b_defer=b_defer)
+    return registry.register(weights, parent=parent, encoder="e", encoder_checksum=encoder.checksum, training={},
+                             gate={}).version
+
+
+def wait_for_planner(url: str, *, live: str | None, canary: str | None = None, shadow: str | None = None) -> None:
+    """Until the proxy's planner has loaded the versions the registry names (before that, requests
+    pass unplanned: it fails open)."""
+    wanted = {"live": live, "canary": canary, "shadow": shadow}
+    for _ in range(200):
+        loaded = httpx.get(f"{url}/readyz", timeout=5).json()["planner"]
+        if loaded == wanted:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the planner loaded {loaded}, not {wanted}")

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 import httpx
-import pytest
+from helpers import register_policy, wait_for_planner
 
 from agentgym.scenarios import local_stack
 from agentgym.scenarios.agents import run_episodes
@@ -73,9 +73,7 @@ def test_the_scheduled_trainer_learns_which_tool_works(tiny, logs, tmp_path):
 def test_hot_swap_under_load_fails_no_request_and_a_corrupt_version_is_refused(start_proxy, tmp_path):
     db = tmp_path / "swap.duckdb"
     registry = Registry(default_dir(db))
-    encoder = shared_encoder()
-    versions = [registry.register(PolicyWeights.zero_shot(encoder.dimensions, b_defer=b), parent=None, encoder="e",
-                                  encoder_checksum=encoder.checksum, training={}, gate={}).version for b in (0.0, 5.0)]
+    versions = [register_policy(registry, b_defer=b) for b in (0.0, 5.0)]
     registry.promote(versions[0], by="test", reason="start")
     proxy = start_proxy(db=db, env={"AGENTGYM_PLANNER__REFRESH_S": "0.05"})
     scenario = load_scenario("customer_support")
@@ -94,8 +92,7 @@ def test_hot_swap_under_load_fails_no_request_and_a_corrupt_version_is_refused(s
     assert statuses == [200] * 300
     registry.promote(versions[1], by="test", reason="last good")
     asyncio.run(asyncio.sleep(0.5))
-    bad = registry.register(PolicyWeights.zero_shot(encoder.dimensions), parent=versions[1], encoder="e",
-                            encoder_checksum=encoder.checksum, training={}, gate={}).version
+    bad = register_policy(registry, parent=versions[1])
     # the artifact is corrupted on disk before the index names it live (promote itself checks it
     # first, so write the index as a registry whose file rotted afterwards would read)
     (registry.folder / f"{bad}.npz").write_bytes(b"not a policy")
@@ -108,18 +105,6 @@ def test_hot_swap_under_load_fails_no_request_and_a_corrupt_version_is_refused(s
     last = con.execute("SELECT policy_version FROM decisions ORDER BY created_at DESC LIMIT 20").fetchall()
     assert {v for (v,) in last} == {versions[1]}, last  # the corrupt version never served; the last good one did
     assert f"policy {bad} refused" in proxy.log()
-
-
-def _wait_for_planner(url: str, *, live: str | None, canary: str | None = None, shadow: str | None = None) -> None:
-    """Until the proxy's planner has loaded the versions the registry names (before that, requests
-    pass unplanned: it fails open)."""
-    wanted = {"live": live, "canary": canary, "shadow": shadow}
-    for _ in range(200):
-        loaded = httpx.get(f"{url}/readyz", timeout=5).json()["planner"]
-        if loaded == wanted:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the planner loaded {loaded}, not {wanted}")
 
 
 def _agentgym(*args: str) -> subprocess.CompletedProcess:
@@ -136,10 +121,7 @@ def test_train_and_policies_from_the_command_line_while_the_proxy_runs(start_pro
     assert json.loads(first.stdout) == {"status": "registered", "version": "v1", "promoted": True}
     waiting = json.loads(_agentgym("train", "--once", "--db", str(db)).stdout)
     assert waiting["status"] == "waiting" and waiting["live"] == "v1"  # no decisions of v1 yet
-    registry = Registry(default_dir(db))
-    encoder = shared_encoder()
-    registry.register(PolicyWeights.zero_shot(encoder.dimensions, b_defer=30.0), parent="v1", encoder="e",
-                      encoder_checksum=encoder.checksum, training={}, gate={})
+    register_policy(Registry(default_dir(db)), b_defer=30.0, parent="v1")
     listed = json.loads(_agentgym("policies", "list", "--db", str(db), "--format", "json").stdout)
     assert listed["live"] == "v1" and set(listed["versions"]) == {"v1", "v2"}
     promoted = _agentgym("policies", "promote", "v2", "--db", str(db), "--reason", "test")
@@ -172,10 +154,7 @@ def test_a_canary_serves_its_share_of_episodes_sticky_across_a_restart_and_rolls
 
     db = tmp_path / "canary.duckdb"
     registry = Registry(default_dir(db))
-    encoder = shared_encoder()
-    live, candidate = [registry.register(PolicyWeights.zero_shot(encoder.dimensions, b_defer=b), parent=None,
-                                         encoder="e", encoder_checksum=encoder.checksum, training={}, gate={}).version
-                       for b in (0.0, 5.0)]
+    live, candidate = [register_policy(registry, b_defer=b) for b in (0.0, 5.0)]
     registry.promote(live, by="test", reason="start")
     registry.start_canary(candidate, 30, by="test", reason="try it")
     scenario = load_scenario("customer_support")
@@ -188,11 +167,11 @@ def test_a_canary_serves_its_share_of_episodes_sticky_across_a_restart_and_rolls
 
     episodes = [f"ep-{i}" for i in range(60)]
     proxy = start_proxy(db=db, env={"AGENTGYM_PLANNER__REFRESH_S": "0.05"})
-    _wait_for_planner(proxy.url, live=live, canary=candidate)
+    wait_for_planner(proxy.url, live=live, canary=candidate)
     assert [call(proxy.url, e, k) for e in episodes[:40] for k in range(2)] == [200] * 80
     assert proxy.stop(), proxy.log()
     proxy = start_proxy(db=db, env={"AGENTGYM_PLANNER__REFRESH_S": "0.05"})  # the canary survives a restart
-    _wait_for_planner(proxy.url, live=live, canary=candidate)
+    wait_for_planner(proxy.url, live=live, canary=candidate)
     assert [call(proxy.url, e, 2) for e in episodes] == [200] * 60  # old episodes again, and new ones
     with ThreadPoolExecutor(8) as pool:  # rollback and a new canary while requests are in flight
         pending = [pool.submit(call, proxy.url, f"load-{i}", i) for i in range(200)]
@@ -227,12 +206,10 @@ def test_the_control_arm_keeps_its_share_of_episodes_free_of_any_policy(start_pr
 
     db = tmp_path / "control.duckdb"
     registry = Registry(default_dir(db))
-    encoder = shared_encoder()
-    live = registry.register(PolicyWeights.zero_shot(encoder.dimensions), parent=None, encoder="e",
-                             encoder_checksum=encoder.checksum, training={}, gate={}).version
+    live = register_policy(registry)
     registry.promote(live, by="test", reason="start")
     proxy = start_proxy(db=db, env={"AGENTGYM_PLANNER__CONTROL_SHARE": "0.3", "AGENTGYM_PLANNER__REFRESH_S": "0.1"})
-    _wait_for_planner(proxy.url, live=live)
+    wait_for_planner(proxy.url, live=live)
     body = {"model": "agentgym-sim", "tools": load_scenario("customer_support").tools,
             "messages": [{"role": "user", "content": "Cancel order #W1"}]}
     episodes = [f"c-{i}" for i in range(40)]
@@ -261,14 +238,12 @@ def test_a_shadow_scores_every_request_and_changes_none(start_proxy, tmp_path):
     for shadowed in (False, True):
         db = tmp_path / f"shadow-{shadowed}.duckdb"
         registry = Registry(default_dir(db))
-        live, shadow = (registry.register(w, parent=None, encoder="e", encoder_checksum=encoder.checksum, training={},
-                                          gate={}).version
-                        for w in (PolicyWeights.zero_shot(encoder.dimensions, b_defer=2.0), forcing))
+        live, shadow = register_policy(registry, b_defer=2.0), register_policy(registry, forcing)
         registry.promote(live, by="test", reason="start")
         if shadowed:
             registry.start_shadow(shadow, by="test", reason="look")
         proxy = start_proxy(db=db, env={"AGENTGYM_PLANNER__SEED": "5", "AGENTGYM_PLANNER__REFRESH_S": "0.1"})
-        _wait_for_planner(proxy.url, live=live, shadow=shadow if shadowed else None)
+        wait_for_planner(proxy.url, live=live, shadow=shadow if shadowed else None)
         answers = []
         for k, task in enumerate(scenario.tasks[:30]):
             body = {"model": "agentgym-sim", "tools": scenario.tools, "seed": k,

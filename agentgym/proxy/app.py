@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import hmac
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from starlette.routing import Route
 from agentgym.config import Settings
 from agentgym.dashboards.metrics import ProxyMetrics
 from agentgym.dashboards.report import build_report
+from agentgym.proxy.admin import PolicyAdmin, admin_allowed, denied
 from agentgym.proxy.chat_completions import BadRequest, ChatCompletions
 from agentgym.proxy.episodes import EpisodeLinker
 from agentgym.proxy.feedback import FeedbackEndpoint
@@ -148,8 +148,7 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        recorder, planner = proxy.recorder, proxy.planner
-        loaded = lambda served: served[0].version if served else None  # noqa: E731
+        recorder = proxy.recorder
         body = {
             "ready": recorder.healthy,
             "recorder": {
@@ -159,7 +158,7 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
                 "last_error": recorder.last_error,
             },
             # the versions the planner has loaded (requests before that pass unchanged: it fails open)
-            "planner": {"live": loaded(planner.live), "canary": loaded(planner.canary), "shadow": loaded(planner.shadow)},
+            "planner": proxy.planner.loaded(),
         }
         return JSONResponse(body, 200 if recorder.healthy else 503)
 
@@ -167,9 +166,8 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
         return Response(proxy.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def admin_report(request: Request) -> Response:
-        if not _admin_allowed(request, settings, proxy.server_note):
-            return Response(error_body("admin key required", "authentication_error", "invalid_admin_key"), 401,
-                            media_type="application/json")
+        if not admin_allowed(request, settings, proxy.server_note):
+            return denied()
         try:
             since = request.query_params.get("since")
             scope = Scope.configured(settings.episodes, datetime.fromisoformat(since) if since else None)
@@ -195,9 +193,8 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
 
     async def admin_train(request: Request) -> Response:
         """One training round now, on what this proxy recorded (`agentgym train --once`)."""
-        if not _admin_allowed(request, settings, proxy.server_note):
-            return Response(error_body("admin key required", "authentication_error", "invalid_admin_key"), 401,
-                            media_type="application/json")
+        if not admin_allowed(request, settings, proxy.server_note):
+            return denied()
 
         def round_now() -> dict:
             proxy.recorder.flush(timeout=5)
@@ -226,15 +223,10 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
             Route("/metrics", metrics, methods=["GET"]),
             Route("/admin/report", admin_report, methods=["GET"]),
             Route("/admin/train", admin_train, methods=["POST"]),
+            *PolicyAdmin(proxy).routes(),
         ],
         lifespan=lifespan,
     )
     app.state.proxy = proxy
     return app
 
-
-def _admin_allowed(request: Request, settings: Settings, note: live_server.LiveServer | None) -> bool:
-    presented = request.headers.get("authorization", "")
-    presented = presented[7:].strip() if presented[:7].lower() == "bearer " else request.headers.get("x-agentgym-admin-key", "")
-    accepted = [k for k in (settings.server.admin_key, note.token if note else None) if k]
-    return any(hmac.compare_digest(presented, key) for key in accepted)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections import OrderedDict
 from typing import Any
@@ -76,6 +77,7 @@ class Planner:
         self.refused: set[str] = set()
         self._encoder = encoder
         self._stamp: float | None = None
+        self._refreshing = threading.Lock()  # the watcher and an admin change may refresh at once
         self._rng = np.random.default_rng(config.seed)
         self._shadow_rng = np.random.default_rng(None if config.seed is None else config.seed + 1)
         self._tools: OrderedDict[str, np.ndarray] = OrderedDict()  # spec hash -> vector, most recent last
@@ -91,18 +93,26 @@ class Planner:
         the current ones if a new artifact is refused.
 
         Blocking (it may load, or at a machine's first use distil, the encoder): run it off the
-        event loop."""
-        stamp = self.registry.stamp()
-        if stamp == self._stamp:
-            return
-        self._stamp = stamp
-        index = self.registry.index()
-        self.live = self._serving(index.live, self.live)
-        canary = index.canary
-        loaded = self._serving(canary.version if canary else None, self.canary[:2] if self.canary else None,
-                               keep_on_refusal=False)
-        self.canary = (*loaded, canary.percent) if loaded and canary else None
-        self.shadow = self._serving(index.shadow_version, self.shadow, keep_on_refusal=False)
+        event loop. One at a time: a refresh that read the index earlier must not finish after
+        one that read it later, leaving the older versions serving."""
+        with self._refreshing:
+            stamp = self.registry.stamp()
+            if stamp == self._stamp:
+                return
+            self._stamp = stamp
+            index = self.registry.index()
+            self.live = self._serving(index.live, self.live)
+            canary = index.canary
+            loaded = self._serving(canary.version if canary else None, self.canary[:2] if self.canary else None,
+                                   keep_on_refusal=False)
+            self.canary = (*loaded, canary.percent) if loaded and canary else None
+            self.shadow = self._serving(index.shadow_version, self.shadow, keep_on_refusal=False)
+
+    def loaded(self) -> dict[str, str | None]:
+        """The versions loaded now, live, canary and shadow (what serves may lag the registry by a
+        refresh, or keep an older live version when a new one is refused)."""
+        name = lambda served: served[0].version if served else None  # noqa: E731
+        return {"live": name(self.live), "canary": name(self.canary), "shadow": name(self.shadow)}
 
     def _serving(self, wanted: str | None, current: tuple[Version, PolicyWeights] | None, *,
                  keep_on_refusal: bool = True) -> tuple[Version, PolicyWeights] | None:
