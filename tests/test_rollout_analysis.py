@@ -17,7 +17,7 @@ from agentgym.proxy.planner import Planner
 from agentgym.proxy.usage import InferenceRecord
 from agentgym.store.queries import Scope
 from agentgym.store.recorder import Recorder
-from agentgym.trainer.analysis import Estimate, compare
+from agentgym.trainer.analysis import Estimate, compare, mean
 from agentgym.trainer.encoder import shared_encoder
 from agentgym.trainer.policy import PolicyWeights
 from agentgym.trainer.registry import Registry
@@ -217,3 +217,12 @@ def test_rollout_configuration_errors_are_clear():
     with pytest.raises(ValidationError, match="set planner.control_share above 0"):
         Settings(rollout={"baseline": "control"})
     assert Settings(rollout={"baseline": "control"}, planner={"control_share": 0.1}).rollout.baseline == "control"
+
+
+def test_a_few_canary_episodes_alike_do_not_make_the_interval_narrow():
+    """Three failures in a row have no spread of their own: before min_episodes the canary is
+    given the baseline's, so three is not enough to fail it, and fifteen is."""
+    baseline = np.array([1.0] * 74 + [0.0] * 26)
+    verdict = lambda n: compare("episode_success", mean(np.zeros(n)), mean(baseline), tolerance=0.03,  # noqa: E731
+                                min_episodes=100).verdict
+    assert verdict(3) == "inconclusive" and verdict(15) == "fail"

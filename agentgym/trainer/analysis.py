@@ -14,7 +14,9 @@ engine), with mixing variance `tau**2`:
     difference  +-  sqrt( V (V + tau^2) / tau^2  *  log( (V + tau^2) / (V alpha^2) ) )
 
 where V is the variance of the difference. Its chance of ever excluding the true difference, at
-any of the looks, is at most `alpha`.
+any of the looks, is at most `alpha`. Until both arms have `min_episodes`, each arm's spread is
+taken as the larger of the two: a few episodes alike (three failures in a row) have none of their
+own, and would make the interval narrow.
 
 A metric fails when the whole interval lies on the worse side of the tolerance (below
 `-tolerance` where higher is better, above `+tolerance` where lower is better), passes when it
@@ -126,12 +128,19 @@ def compare(metric: str, canary: Estimate, baseline: Estimate, *, tolerance: flo
     n = min(canary.episodes, baseline.episodes)
     if n < 2 or math.isnan(canary.value) or math.isnan(baseline.value) or (relative and baseline.value <= 0):
         return undecided("inconclusive")
+    var_c, var_b = canary.variance, baseline.variance
+    if n < min_episodes:
+        # A few episodes can show no spread at all (a canary's first three all failed): until both
+        # arms have min_episodes, each is given the larger per-episode spread of the two, so that a
+        # handful of episodes cannot make the interval narrow.
+        spread = max(var_c * canary.episodes, var_b * baseline.episodes)
+        var_c, var_b = spread / canary.episodes, spread / baseline.episodes
     if relative:
         difference = canary.value / baseline.value - 1
-        v = canary.variance / baseline.value**2 + canary.value**2 * baseline.variance / baseline.value**4
+        v = var_c / baseline.value**2 + canary.value**2 * var_b / baseline.value**4
     else:
         difference = canary.value - baseline.value
-        v = canary.variance + baseline.variance
+        v = var_c + var_b
     v = max(v, VARIANCE_FLOOR / n)
     t2 = tau * tau
     half = math.sqrt(v * (v + t2) / t2 * math.log((v + t2) / (v * alpha * alpha)))
