@@ -3,8 +3,8 @@
 Everything is real but the model: the simulated model and `agentgym serve` are separate
 processes talking HTTP, the agents run tool loops with the `openai` SDK against the scenario's
 environment and send feedback, the proxy's trainer runs rounds on the scenario's schedule and
-swaps each version that passes its gate in, and the live view reads the proxy's own report
-and the policy registry while it runs.
+hands each version that passes its gate to the rollout (shadow, canary steps, live; paced for a
+demo), and the live view reads the proxy's own report and the policy registry while it runs.
 The store is kept for `agentgym report --db FILE`.
 """
 
@@ -31,10 +31,17 @@ from agentgym.dashboards.report_source import ReportError, fetch_report
 from agentgym.scenarios import local_stack
 from agentgym.scenarios.agents import MODEL, EpisodeResult, run_episodes
 from agentgym.scenarios.scenario import Scenario
-from agentgym.trainer.registry import Registry, default_dir
+from agentgym.trainer.registry import Index, Registry, default_dir
 
 # The simulated model is priced like a small hosted model, so that cost shows as it would.
 DEMO_PRICE = {MODEL: {"input_cost_per_token": 0.15e-6, "output_cost_per_token": 0.60e-6}}
+# A rollout paced for a few minutes' traffic: each version the trainer hands over spends 50
+# episodes in shadow, then serves 25% and 50% of episodes, 50 each at least, before it goes live
+# (production's defaults: 100 episodes, 5% / 25% / 50%, 3 points' tolerance; agentgym.example.yaml).
+DEMO_ROLLOUT = {"AGENTGYM_ROLLOUT__STEPS": "[25, 50]", "AGENTGYM_ROLLOUT__MIN_EPISODES": "50",
+                "AGENTGYM_ROLLOUT__CHECK_S": "1",
+                "AGENTGYM_ROLLOUT__METRICS": json.dumps({"episode_success": 0.05, "tool_success": 0.05,
+                                                         "cost_per_success": 0.25, "latency_p95": 0.5})}
 MIN_ROUND_EPISODES = 50  # fewer finished episodes than this make too small a batch to learn from
 
 
@@ -89,7 +96,27 @@ def _view(scenario: Scenario, progress: Progress, tally: Tally, report: dict[str
     figures.add_row("policy in charge", f"{index.live or 'none (requests unchanged)'}; {trained} trained, "
                     f"{refused} refused by the gate")
     title = f"AgentGym demo: {scenario.name} ({len(scenario.tools)} tools, {len(scenario.tasks)} tasks)"
-    return Group(Panel(figures, title=title), progress)
+    return Group(Panel(figures, title=title), _rollout_view(index), progress)
+
+
+def _rollout_view(index: Index) -> Panel:
+    """Where each version stands: the shadow and the canary with their latest analysis, and the
+    latest moves (by whom, and why)."""
+    rows = Table.grid(padding=(0, 2))
+    rows.add_column(style="bold")
+    rows.add_column(overflow="fold")
+    for name, trial in (("shadow", index.shadow), ("canary", index.canary)):
+        if trial is None:
+            rows.add_row(name, "-")
+            continue
+        share = f", {trial.percent:g}% of episodes" if name == "canary" else ""
+        rows.add_row(name, f"{trial.version}{share}")
+        for line in trial.analysis:
+            rows.add_row("", f"[dim]{line}[/dim]")
+    moves = sorted(((h["at"], v.version, h) for v in index.versions.values() for h in v.history), key=lambda m: m[0])
+    for _, version, move in moves[-4:]:
+        rows.add_row("", f"{version}: {move['from']} -> {move['to']} by {move['by']}: {move['reason'][:160]}")
+    return Panel(rows, title="rollout: shadow -> canary -> live")
 
 
 def run_demo(*, scenario: Scenario, episodes: int, seed: int, db: Path, port: int, concurrency: int,
@@ -102,7 +129,7 @@ def run_demo(*, scenario: Scenario, episodes: int, seed: int, db: Path, port: in
     try:
         proxy = local_stack.start_proxy(f"{model.url}/v1", db, logs, port=port or None,
                                         env={"AGENTGYM_PRICING": json.dumps(DEMO_PRICE), **scenario.proxy_env(),
-                                             **scenario.learning_env(seed, every)})
+                                             **scenario.learning_env(seed, every), **DEMO_ROLLOUT})
         console.print(f"proxy [bold]{proxy.url}/v1[/bold] -> simulated model {model.url}/v1; store {db}; logs {logs}; "
                       f"a training round every {every} finished episodes")
         _drive(scenario, proxy.url, db, episodes=episodes, seed=seed, concurrency=concurrency, console=console)
@@ -113,6 +140,7 @@ def run_demo(*, scenario: Scenario, episodes: int, seed: int, db: Path, port: in
             proxy.stop()
         model.stop()
     print_tables(fetch_report(load_settings(store={"path": db}), since=None, window=max(1, episodes // 5)), console)
+    console.print(_rollout_view(Registry(default_dir(db)).index()))
     console.print(f"\nThe store is kept: [bold]agentgym report --db {db}[/bold]")
 
 
