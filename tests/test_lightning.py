@@ -300,3 +300,65 @@ def test_prepare_writes_the_run_the_replay_agent_reads(recorded, tmp_path):
     assert score({"role": "assistant", "content": "hi"}, row, reward_of) == (0.0, "no tool called")
     overrides = yaml.safe_load((run_dir / "verl_overrides.yaml").read_text())
     assert overrides["agentlightning"]["local"]["env_map"]["AGENTGYM_REPLAY_FILE"] == str(run_dir / "replay.jsonl")
+
+
+def test_replay_rollouts_run_by_agl_controller_complete_with_the_reward_models_rewards(recorded, tmp_path):
+    """What VERL's trainer does each step, minus the GPU: Agent Lightning's own rollout manager
+    (the class its trainer uses) registers the model server, enqueues replay rollouts of recorded
+    contexts with the generated configuration's agent and env_map, and waits; the real agl-controller
+    starts a ReplayAgent per rollout; each asks the planner through the gateway and posts its reward."""
+    from agentlightning.verl.agl_rollout_manager import AglRolloutManager
+    from helpers import ThreadServer, token_ids_app
+
+    from agentgym.trainer.lightning.launch import prepare
+
+    settings = load_settings(None, store={"path": str(recorded["db"])},
+                             lightning={"planner_model": "agentgym-sim", "model_server_url": "http://127.0.0.1:1/v1"})
+    run_dir = tmp_path / "run"
+    prepare(settings, run_dir)
+    al = verl_config(settings.lightning, run_dir)["agentlightning"]
+    model = RewardModel.load(run_dir / "reward_model.npz")
+    val = json.loads((run_dir / "split.json").read_text())["val"][:3]
+    from agentgym.trainer.lightning.replay_agent import replay_row
+
+    rows = {i: replay_row(run_dir / "replay.jsonl", i) for i in val}
+
+    server = AglServer(tmp_path / "agl", "agentgym-sim")
+    controller_log = tmp_path / "controller.log"
+    with controller_log.open("wb") as log:
+        controller = subprocess.Popen(
+            [str(Path(sys.executable).parent / "agl-controller"), "runner_type=local", f"agl_server.url={server.url}",
+             f"agl_server.key={KEY}", "local_runner.poll_interval=0.5", f"hydra.run.dir={tmp_path / 'ctl'}"],
+            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        with ThreadServer(token_ids_app()) as stand_in:
+            manager = AglRolloutManager(
+                agl_base_url=server.url, agl_key=KEY, model="agentgym-sim", step=1, train_rollout_n=2,
+                rollout_timeout_seconds=120, poll_interval_seconds=0.5, local_agent_class=al["local"]["agent_class"],
+                local_env_map=al["local"]["env_map"])
+            manager.register_model([f"{stand_in.url}/v1"])
+            completed = manager.enqueue_and_wait_until_completed(
+                {"data_id": np.array(val, dtype=object),
+                 "episode_id": np.array([rows[i]["episode_id"] for i in val], dtype=object)}, is_train=True)
+        assert len(completed) == 2 * len(val)
+        encoder = shared_encoder()
+        for rollout in completed:
+            assert rollout.rollout_state == "succeeded", (rollout.error_message, controller_log.read_text()[-3000:])
+            row = rows[rollout.input["data_id"]]
+            [request] = [e for e in rollout.events if e["event_type"] == "model_request"]
+            # the gateway sent the recorded conversation and tools, asked for token ids, and got them
+            assert request["data"]["request"]["messages"] == row["messages"]
+            assert request["data"]["request"]["return_token_ids"] is True
+            answer = request["data"]["response"]["choices"][0]["message"]
+            name = answer["tool_calls"][0]["function"]["name"]
+            function = next(t["function"] for t in row["tools"] if t["function"]["name"] == name)
+            assert rollout.final_reward == pytest.approx(model.probability(encoder, row["messages"], function))
+            [triplet] = rollout.triplets  # one planner call per replay: one turn, carrying the rollout's reward
+            assert triplet.reward == rollout.final_reward
+            assert triplet.response["token_ids"] and len(triplet.response["log_probs"]) == len(
+                triplet.response["token_ids"])
+        assert len({r.final_reward for r in completed}) > 1  # the planner's choices differ, and so do their rewards
+    finally:
+        controller.terminate()
+        controller.wait(20)
+        server.stop()
