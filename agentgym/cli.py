@@ -151,19 +151,39 @@ def demo(
              console=console)
 
 
+class EngineName(StrEnum):
+    torch = "torch"
+    lightning = "lightning"
+
+
 @app.command()
 def train(
     config: ConfigOption = None,
     db: DbOption = None,
     once: Annotated[bool, typer.Option("--once", help="one round now, then exit")] = False,
     device: Annotated[Device | None, typer.Option(help="where the engine trains (default: trainer.device)")] = None,
+    engine: Annotated[EngineName, typer.Option(help="torch: the built-in engine for the default planner; "
+                                               "lightning: Agent Lightning's VERL trainer for an LLM planner "
+                                               "(the `lightning:` configuration)")] = EngineName.torch,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="with --engine lightning: check the whole "
+                                          "configuration and print what would run; writes nothing")] = False,
+    run_dir: Annotated[Path | None, typer.Option(help="with --engine lightning: the run's files (default: "
+                                                 "the store's path + .lightning)")] = None,
+    format: Annotated[ReportFormat, typer.Option("--format", help="--dry-run's output: table or json")] = ReportFormat.table,
 ) -> None:
     """Training rounds on what the proxy recorded: one (--once), or on the trainer's schedule.
 
-    Works while `agentgym serve` holds the store: the round then runs inside that server."""
+    Works while `agentgym serve` holds the store: the round then runs inside that server.
+    With --engine lightning, prepares an Agent Lightning run of an LLM planner (--dry-run: checks it)."""
+    settings = _settings(config, store={"path": db}, trainer={"device": device.value if device else None})
+    if engine is EngineName.lightning:
+        _train_lightning(settings, run_dir, dry_run=dry_run, format=format)
+        return
+    if dry_run:
+        err.print("[red]--dry-run is for --engine lightning; the torch engine's `--once` is already one round[/red]")
+        raise typer.Exit(2)
     from agentgym.trainer.cli_rounds import RoundError, round_once, run_schedule
 
-    settings = _settings(config, store={"path": db}, trainer={"device": device.value if device else None})
     try:
         if once:
             print(json.dumps(round_once(settings), indent=2, default=str))
@@ -172,6 +192,50 @@ def train(
     except RoundError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
+
+
+def _train_lightning(settings: Any, run_dir: Path | None, *, dry_run: bool, format: ReportFormat) -> None:
+    from agentgym.trainer.lightning.dry_run import default_run_dir
+    from agentgym.trainer.lightning.dry_run import dry_run as check_run
+
+    run_dir = run_dir or default_run_dir(settings.store.path)
+    result = check_run(settings, run_dir)
+    if not dry_run and result["ok"]:
+        from agentgym.trainer.lightning.launch import prepare
+
+        result["prepared"] = prepare(settings, run_dir)
+    if format is ReportFormat.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        _print_lightning(result, prepared=not dry_run)
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+def _print_lightning(result: dict[str, Any], *, prepared: bool) -> None:
+    import yaml
+    from rich.table import Table
+
+    table = Table(title="Agent Lightning engine: checks")
+    for column in ("check", "status", "detail"):
+        table.add_column(column)
+    colour = {"ok": "green", "warn": "yellow", "fail": "red"}
+    for c in result["checks"]:
+        table.add_row(c["name"], f"[{colour[c['status']]}]{c['status']}[/]", c["detail"])
+    console.print(table)
+    if "verl_config" in result:
+        console.print("[bold]VERL configuration[/bold] (merged onto Agent Lightning's agentlightning/verl/config.yaml):")
+        console.print(yaml.safe_dump(result["verl_config"], sort_keys=False), markup=False, highlight=False)
+    if not result["ok"]:
+        console.print("[red]not ready: fix the failed checks above[/red]")
+        return
+    if prepared:
+        console.print(f"[bold]prepared[/bold] {result['prepared']['run_dir']}")
+    console.print(("[bold]to train[/bold], on the training machine (verl, vLLM, a GPU):" if prepared else
+                   f"[bold]would run[/bold] (after `agentgym train --engine lightning` prepares {result['run_dir']}), "
+                   "on the training machine (verl, vLLM, a GPU):"))
+    for command in result["commands"]:
+        console.print(f"  {command}", markup=False, highlight=False)
 
 
 def _person() -> str:

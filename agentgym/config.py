@@ -185,6 +185,101 @@ class RolloutConfig(Section):
         return metrics
 
 
+def _http_url(value: str | None, what: str) -> str | None:
+    """An http(s) URL with a host, without a trailing slash; a clear error otherwise."""
+    if value is None:
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} must be an http:// or https:// URL with a host, not {value!r}")
+    return value.rstrip("/")
+
+
+class RewardModelConfig(Section):
+    """The reward model that scores a planner's choice on a recorded context without replaying
+    the call (`agentgym.trainer.lightning.reward_model`): a logistic regression on the encoder's
+    vectors of the context and of the tool, fitted on the recorded outcomes."""
+
+    target: Literal["call", "episode"] = Field(
+        "call", description="what it predicts: call, whether the tool the model called first worked; episode, "
+        "whether the episode it was part of succeeded")
+    l2: float = Field(1.0, gt=0, description="weight of the L2 penalty on the coefficients (not the intercept)")
+    iterations: int = Field(50, ge=1, description="Newton steps at most (it stops earlier once converged)")
+    min_examples: int = Field(20, ge=2, description="fewer labelled training calls than this: no fit")
+    seed: int = Field(0, description="which episodes are held out (one in five, by a hash of the id and this seed)")
+
+
+class VerlSettings(Section):
+    """The settings AgentGym passes to Agent Lightning's VERL trainer (GRPO); everything else
+    is Agent Lightning's and verl's own defaults (see `agentgym.trainer.lightning.verl_config`)."""
+
+    model_path: str | None = Field(None, description="the weights VERL loads and trains (a Hugging Face name or a "
+                                   "local folder); default: lightning.planner_model")
+    rollouts_per_context: int = Field(4, ge=2, description="GRPO's group: rollouts of the same recorded context "
+                                      "(actor_rollout_ref.rollout.n); advantages are relative within it")
+    train_batch_size: int = Field(8, ge=1, description="recorded contexts per training step (data.train_batch_size)")
+    ppo_mini_batch_size: int = Field(8, ge=1, description="contexts per PPO mini-batch; divides train_batch_size")
+    learning_rate: float = Field(1e-6, gt=0, description="actor learning rate")
+    total_epochs: int = Field(2, ge=1, description="passes over the replay dataset")
+    max_prompt_length: int = Field(4096, ge=64, description="tokens of a recorded context (messages and tools)")
+    max_response_length: int = Field(512, ge=16, description="tokens of the planner's answer (a tool call)")
+    trace_aggregator: Literal["transition", "trajectory"] = Field(
+        "trajectory", description="Agent Lightning's trace aggregation: trajectory merges a rollout's calls that "
+        "extend each other into one training row; transition keeps every call a row of its own")
+    max_ppo_update_times: int | None = Field(2, ge=1, description="PPO mini-batch updates per step at most "
+                                             "(Agent Lightning recommends 2); null: no cap")
+    rollout_timeout_s: int = Field(300, ge=1, description="a replay rollout still running after this fails")
+    n_gpus_per_node: int = Field(1, ge=1)
+    nnodes: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.6, gt=0, le=1, description="vLLM's share of each GPU's memory")
+    checkpoint_dir: Path = Field(Path("lightning-checkpoints"), description="where VERL writes checkpoints "
+                                 "(trainer.default_local_dir)")
+
+    @model_validator(mode="after")
+    def _batches(self) -> VerlSettings:
+        if self.ppo_mini_batch_size > self.train_batch_size or self.train_batch_size % self.ppo_mini_batch_size:
+            raise ValueError(f"ppo_mini_batch_size ({self.ppo_mini_batch_size}) must divide train_batch_size "
+                             f"({self.train_batch_size})")
+        return self
+
+
+class LightningConfig(Section):
+    """The Agent Lightning engine, for planners that are LLMs (`agentgym train --engine lightning`):
+    the model that plans, the OpenAI-compatible server that serves it, Agent Lightning's server
+    (`agl-server`) and the VERL trainer's settings."""
+
+    planner_model: str | None = Field(None, description="the planner LLM, as its server names it (e.g. "
+                                      "Qwen/Qwen2.5-1.5B-Instruct); required by the lightning engine")
+    model_server_url: str | None = Field(None, description="the OpenAI-compatible server serving planner_model "
+                                         "(vLLM or any you control), e.g. http://127.0.0.1:8000/v1")
+    server_url: str = Field("http://127.0.0.1:8181", description="Agent Lightning's server (agl-server: rollouts, "
+                            "events, model registry, gateway); not 8080, AgentGym's own default port")
+    key_env: str = Field("AGL_KEY", description="environment variable holding agl-server's key (its `key=`); "
+                         "never written to the configuration, the store or logs")
+    min_contexts: int = Field(20, ge=2, description="fewer recorded contexts (with tools offered) than this: no run")
+    reward_model: RewardModelConfig = RewardModelConfig()
+    verl: VerlSettings = VerlSettings()
+
+    @field_validator("model_server_url")
+    @classmethod
+    def _model_server(cls, value: str | None) -> str | None:
+        return _http_url(value, "lightning.model_server_url")
+
+    @field_validator("server_url")
+    @classmethod
+    def _server(cls, value: str) -> str:
+        return _http_url(value, "lightning.server_url")
+
+    @field_validator("planner_model")
+    @classmethod
+    def _model_name(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("lightning.planner_model is empty: name the model, or leave it out")
+        return value
+
+
 class OutcomeRules(Section):
     """How a `role: "tool"` message's content is read as success, error or unknown."""
 
@@ -220,6 +315,7 @@ class Settings(BaseSettings):
     planner: PlannerConfig = PlannerConfig()
     trainer: TrainerConfig = TrainerConfig()
     rollout: RolloutConfig = RolloutConfig()
+    lightning: LightningConfig = LightningConfig()
 
     @model_validator(mode="after")
     def _control_baseline(self) -> Settings:

@@ -154,3 +154,26 @@ def wait_for_planner(url: str, *, live: str | None, canary: str | None = None, s
             return
         time.sleep(0.05)
     raise AssertionError(f"the planner loaded {loaded}, not {wanted}")
+
+
+def token_ids_app() -> Starlette:
+    """The stand-in model answering as vLLM does when asked (`return_token_ids`, `logprobs`): the
+    prompt's and the answer's token ids (here the UTF-8 bytes of their JSON) and a log-probability
+    per answer token, which Agent Lightning's gateway records and its triplet export reads."""
+
+    async def chat(request: Request) -> Response:
+        asked = orjson.loads(await request.body())
+        answered = await sim_chat_completions(request)
+        body = orjson.loads(answered.body)
+        if asked.get("return_token_ids"):
+            body["prompt_token_ids"] = list(orjson.dumps(asked.get("messages")))
+            for choice in body["choices"]:
+                choice["token_ids"] = list(orjson.dumps(choice["message"]))
+                if asked.get("logprobs"):
+                    choice["logprobs"] = {"content": [{"token": str(t), "logprob": -0.25, "bytes": [t],
+                                                       "top_logprobs": []} for t in choice["token_ids"]]}
+        return JSONResponse(body, answered.status_code)
+
+    app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+    app.state.model = SimulatedModel(ModelKnobs(argument_error_rate=0))
+    return app
