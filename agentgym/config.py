@@ -148,7 +148,7 @@ class RolloutConfig(Section):
     steps: list[float] = Field([5.0, 25.0, 50.0], description="percentages of episodes a canary serves, step by "
                                "step; passing the last one promotes it")
     shadow: bool = Field(True, description="a version the trainer hands over scores every request in shadow first, "
-                         "and starts its canary only if its off-policy estimate there is not worse than live's")
+                         "and is rolled back if its off-policy estimate there is confidently worse than live's, else starts its canary")
     baseline: Literal["live", "control"] = Field(
         "live", description="what a canary is compared with: live, the live version's episodes (with no live "
         "version, those served by no policy); control, the episodes served by no policy (planner.control_share)")

@@ -122,19 +122,20 @@ def test_a_shadow_judged_worse_is_rolled_back_having_served_nothing_and_a_better
     better = register(_forcing(encoder.dimensions, "get_order_status"))
     registry.promote(live, by="test", reason="start")
     proxy = local_stack.start_proxy(f"{model.url}/v1", db, logs, env={
-        "AGENTGYM_PLANNER__REFRESH_S": "0.1", "AGENTGYM_PLANNER__EPSILON": "0.3", "AGENTGYM_PLANNER__SEED": "2",
+        # the live version explores half the time: its logged forces are what the estimate reads
+        "AGENTGYM_PLANNER__REFRESH_S": "0.1", "AGENTGYM_PLANNER__EPSILON": "0.5", "AGENTGYM_PLANNER__SEED": "2",
         "AGENTGYM_TRAINER__REWARD": json.dumps(scenario.reward.model_dump()),  # failed calls cost
-        "AGENTGYM_ROLLOUT__CHECK_S": "0.3", "AGENTGYM_ROLLOUT__MIN_EPISODES": "40",
+        "AGENTGYM_ROLLOUT__CHECK_S": "0.3", "AGENTGYM_ROLLOUT__MIN_EPISODES": "80",
         "AGENTGYM_ROLLOUT__STEPS": json.dumps([20, 50])})
     try:
         registry.start_shadow(harmful, by="test", reason="a bad idea")
-        _until(registry, proxy.url, scenario, lambda i: i.shadow is None, chunks=10, seed=300)
+        _until(registry, proxy.url, scenario, lambda i: i.shadow is None, chunks=12, seed=300)
         history = registry.index().versions[harmful].history
         assert history[-1]["to"] == "rolled_back" and history[-1]["by"] == "rollout", history
         assert "shadow failed" in history[-1]["reason"] and "agreement" in history[-1]["reason"], history[-1]
 
         registry.start_shadow(better, by="test", reason="a good idea")
-        _until(registry, proxy.url, scenario, lambda i: i.canary is not None, chunks=10, seed=400)
+        _until(registry, proxy.url, scenario, lambda i: i.canary is not None, chunks=12, seed=400)
         index = registry.index()
         assert index.canary.version == better and index.canary.percent == 20 and index.shadow is None
         assert "shadow passed" in index.versions[better].history[-1]["reason"]
@@ -146,4 +147,4 @@ def test_a_shadow_judged_worse_is_rolled_back_having_served_nothing_and_a_better
     served = con.execute("SELECT count(*) FILTER (arm <> 'shadow'), count(*) FILTER (arm = 'shadow') FROM decisions "
                          "WHERE policy_version = $v", {"v": harmful}).fetchone()
     con.close()
-    assert served[0] == 0 and served[1] > 30, served  # it decided beside every request and served none
+    assert served[0] == 0 and served[1] > 80, served  # it decided beside every request and served none

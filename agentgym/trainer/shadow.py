@@ -6,8 +6,12 @@ on which it would have sent what was sent: the same action, the same forced or o
 and the off-policy estimate of its reward on the live version's decisions in finished episodes:
 the evaluation gate's estimate (`agentgym.trainer.gate`), here on data that came after the
 version was trained. Once `rollout.min_episodes` such episodes have finished, a shadow whose
-estimate is not worse than the live version's (nor no planner's) starts its canary at the first
-step; one that is worse is rolled back, having served nothing.
+estimate is confidently worse than the live version's or no planner's (the whole 95% interval of
+the difference below `-trainer.gate_margin`) is rolled back, having served nothing; any other
+starts its canary at the first step. Only confidently: the estimate reads the live version's
+logged actions, and a version that acts very differently (one that offers where the live one
+defers) is estimated from the few requests where the two agree, which the canary then measures
+for real.
 """
 
 from __future__ import annotations
@@ -68,15 +72,18 @@ def look(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Encoder, r
     (_, candidate), (_, live) = registry.load(shadow.version), registry.load(index.live)
     gate = evaluate(batch, *chosen_probabilities(batch, encoder, planner.epsilon, candidate, live),
                     margin=trainer.gate_margin, seed=trainer.seed)
-    untrained = f", {gate['untrained']['difference']:+.4f} against no planner" if gate["untrained"] else ""
+    worse = [c for c in (gate, gate["untrained"]) if c and c["ci95"][1] < -trainer.gate_margin]
+    untrained = gate["untrained"]
+    against = (f", {untrained['difference']:+.4f} (95% {untrained['ci95']}) against no planner" if untrained else "")
     lines.append(f"off-policy estimate: {gate['new']:.4f} against {index.live}'s {gate['current']:.4f} over "
-                 f"{gate['episodes']} episodes, difference {gate['difference']:+.4f} (95% {gate['ci95']}){untrained}, "
-                 f"effective sample size {gate['effective_sample_size']:g}: {'pass' if gate['passed'] else 'fail'}")
+                 f"{gate['episodes']} episodes, difference {gate['difference']:+.4f} (95% {gate['ci95']}){against}, "
+                 f"effective sample size {gate['effective_sample_size']:g}: "
+                 + ("fail, confidently worse" if worse else "pass, not confidently worse"))
     registry.note_analysis(shadow.version, lines)
-    if gate["passed"] and index.canary is not None:
+    if not worse and index.canary is not None:
         return {"status": "waiting for the canary to end", "version": shadow.version, "analysis": lines}
-    outcome = rollout.steps[0] if gate["passed"] else "rollback"
-    why = "shadow " + ("passed" if gate["passed"] else "failed") + ": " + "; ".join(lines)
+    outcome = "rollback" if worse else rollout.steps[0]
+    why = "shadow " + ("failed" if worse else "passed") + ": " + "; ".join(lines)
     if not registry.settle_shadow(shadow.version, outcome, by="rollout", reason=why):
         return {"status": "changed meanwhile", "version": shadow.version, "analysis": lines}
     status = "rolled back" if outcome == "rollback" else "canary"
