@@ -4,6 +4,13 @@ Rates are over the outcomes that are known: a tool call whose result never came 
 (`unknown`) or an episode without feedback that is still running counts in `total` but not
 in `success_rate`. The web dashboard and the HTML report draw this object and nothing else,
 so every number they show is one `agentgym report --format json` prints.
+
+Beyond PRODUCT.md's keys: `scope` (since, until, model, scenario, window), `requests`,
+`tokens.cost_usd_per_request`, `latency_ms` (p50/p90/p95/p99), `by_model`; in each `timeline`
+window completion tokens, cost per request and per successful episode, latency p50/p95/p99;
+`timeline_by` (tool-call success per window by tool, policy version and arm); `policies` (the
+registry's versions with `traffic_pct`); `rollout` (as `agentgym rollout status`);
+`filter_values` (every model and scenario the store has seen).
 """
 
 from __future__ import annotations
