@@ -3,6 +3,8 @@
 PYTHON ?= $(shell for p in $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.1[2-9]*/bin/python3 2>/dev/null) python3.13 python3.12 python3; do \
 	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
 VENV := .venv
+# tests/test_dashboard.py renders the dashboard in Debian's Chromium (about 35 s to install, once).
+CHROMIUM := /usr/bin/chromium
 # litellm would otherwise fetch its price map from the network at import.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
@@ -19,8 +21,14 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(VENV)/bin/agentgym demo
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(CHROMIUM)
 	$(VENV)/bin/python -m pytest -q
+
+$(CHROMIUM):
+	@[ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null || { echo "tests/test_dashboard.py needs Chromium at \
+	$(CHROMIUM): install Debian's chromium package (as root: apt-get install chromium), then run make test again" >&2; exit 1; }
+	@echo "installing Debian's chromium for tests/test_dashboard.py"
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
 # LiteLLM's own proxy, the comparison point, lives in a venv of its own, never in .venv.
 LITELLM_VENV := benchmarks/.venv-litellm

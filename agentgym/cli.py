@@ -34,6 +34,12 @@ class ReportFormat(StrEnum):
     json = "json"
 
 
+class ReportOutput(StrEnum):
+    table = "table"
+    json = "json"
+    html = "html"
+
+
 class Device(StrEnum):
     auto = "auto"
     cpu = "cpu"
@@ -116,21 +122,33 @@ def report(
     config: ConfigOption = None,
     db: DbOption = None,
     since: Annotated[str | None, typer.Option(help="only traffic since this ISO time or age (30m, 6h, 2d)")] = None,
+    until: Annotated[str | None, typer.Option(help="only traffic before this ISO time or age")] = None,
+    model: Annotated[str | None, typer.Option(help="only requests to this model")] = None,
+    scenario: Annotated[str | None, typer.Option(help="only episodes whose feedback names this scenario "
+                                                 '(its metadata\'s "scenario")')] = None,
     window: Annotated[int, typer.Option(min=1, help="finished episodes per timeline window")] = 100,
-    format: Annotated[ReportFormat, typer.Option("--format", help="table or json")] = ReportFormat.table,
+    format: Annotated[ReportOutput, typer.Option("--format", help="table, json, or html: one self-contained "
+                                                 "page with the dashboard's charts")] = ReportOutput.table,
 ) -> None:
     """Tool reliability and cost, per tool, model, policy and over time. Works while `serve` runs."""
     from agentgym.dashboards.report import print_tables
     from agentgym.dashboards.report_source import ReportError, fetch_report
+    from agentgym.store.queries import Scope
 
     settings = _settings(config, store={"path": db})
+    scope = Scope.configured(settings.episodes, parse_since(since), until=parse_since(until), model=model,
+                             scenario=scenario)
     try:
-        data = fetch_report(settings, since=parse_since(since), window=window)
+        data = fetch_report(settings, scope, window)
     except ReportError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
-    if format is ReportFormat.json:
+    if format is ReportOutput.json:
         print(json.dumps(data, indent=2, default=str))
+    elif format is ReportOutput.html:
+        from agentgym.dashboards.web import standalone
+
+        print(standalone(data))
     else:
         print_tables(data, console)
 

@@ -122,13 +122,18 @@ ASKS = ["What's the status of order {id}?", "Where is my order {id}?", "Has orde
         "Can you check order {id} for me?"]
 
 
-@pytest.fixture
-def tiny(tmp_path):
+def write_tiny(folder: Path) -> Path:
+    """The `tiny_orders` scenario file, in `folder`."""
     tasks = []
     for i in range(24):
         order = f"A-{1000 + i}"
         tasks.append(f"- {{id: t{i}, user: \"{ASKS[i % 4].format(id=order)}\", steps: [{{tool: get_order_status, "
                      f"arguments: {{order_id: {order}}}}}]}}")
-    path = tmp_path / "tiny_orders.yaml"
+    path = folder / "tiny_orders.yaml"
     path.write_text(TINY.replace("{tasks}", "\n".join(tasks)))
     return path
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return write_tiny(tmp_path)

@@ -28,7 +28,8 @@ def test_the_report_json_has_the_documented_keys_and_figures(proxy):
     assert live["tool_calls"] == {"total": 6, "success": 4, "error": 2, "unknown": 0, "success_rate": 0.6667}
     assert live["episodes"] == {"total": 7, "finished": 6, "success": 4, "failure": 2, "success_rate": 0.6667}
     tokens = live["tokens"]
-    assert set(tokens) == {"prompt_per_request", "completion_per_request", "cost_usd_total", "cost_per_successful_episode"}
+    assert set(tokens) == {"prompt_per_request", "completion_per_request", "cost_usd_total", "cost_usd_per_request",
+                           "cost_per_successful_episode"}
     assert tokens["prompt_per_request"] > 0 and tokens["completion_per_request"] > 0
     by_tool = {row["tool"]: row for row in live["by_tool"]}
     assert by_tool["get_weather"]["error_rate"] == 1.0
@@ -40,7 +41,9 @@ def test_the_report_json_has_the_documented_keys_and_figures(proxy):
     assert [w["episodes"] for w in live["timeline"]] == [4, 2]
     for window in live["timeline"]:
         assert set(window) == {"first_episode_at", "last_episode_at", "episodes", "tool_success_rate",
-                               "episode_success_rate", "prompt_tokens_per_request", "policy_versions"}
+                               "episode_success_rate", "prompt_tokens_per_request", "completion_tokens_per_request",
+                               "cost_usd_per_request", "cost_per_successful_episode", "latency_ms_p50",
+                               "latency_ms_p95", "latency_ms_p99", "policy_versions"}
         assert window["first_episode_at"] <= window["last_episode_at"]
     assert live["by_model"][0]["model"] == "m" and live["by_model"][0]["requests"] == 13
 

@@ -2,7 +2,15 @@
 
 Rates are over the outcomes that are known: a tool call whose result never came back
 (`unknown`) or an episode without feedback that is still running counts in `total` but not
-in `success_rate`.
+in `success_rate`. The web dashboard and the HTML report draw this object and nothing else,
+so every number they show is one `agentgym report --format json` prints.
+
+Beyond PRODUCT.md's keys: `scope` (since, until, model, scenario, window), `requests`,
+`tokens.cost_usd_per_request`, `latency_ms` (p50/p90/p95/p99), `by_model`; in each `timeline`
+window completion tokens, cost per request and per successful episode, latency p50/p95/p99;
+`timeline_by` (tool-call success per window by tool, policy version and arm); `policies` (the
+registry's versions with `traffic_pct`); `rollout` (as `agentgym rollout status`);
+`filter_values` (every model and scenario the store has seen).
 """
 
 from __future__ import annotations
@@ -15,6 +23,11 @@ from rich.console import Console
 from rich.table import Table
 
 from agentgym.store.queries import Scope, with_base
+from agentgym.trainer import by_hand
+from agentgym.trainer.registry import Registry
+
+# How many points the timeline has when the window is left to the report (the dashboard's default).
+AUTO_WINDOWS = 50
 
 
 def _rate(part: Any, whole: Any) -> float | None:
@@ -31,8 +44,11 @@ def _rows(con: duckdb.DuckDBPyConnection, select: str, scope: Scope, **extra: ob
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def build_report(con: duckdb.DuckDBPyConnection, scope: Scope, window: int = 100) -> dict[str, Any]:
-    if window < 1:
+def build_report(con: duckdb.DuckDBPyConnection, scope: Scope, window: int | None = 100, *,
+                 registry: Registry) -> dict[str, Any]:
+    """The report over `scope`: timeline windows of `window` finished episodes (None: as many as
+    make about AUTO_WINDOWS windows), and the policy versions and rollout `registry` holds."""
+    if window is not None and window < 1:
         raise ValueError("--window must be at least 1")
     calls = _rows(
         con,
@@ -49,12 +65,18 @@ def build_report(con: duckdb.DuckDBPyConnection, scope: Scope, window: int = 100
     tokens = _rows(
         con,
         "SELECT count(*) requests, avg(prompt_tokens) prompt, avg(completion_tokens) completion, "
-        "coalesce(sum(cost_usd), 0) cost, count(*) FILTER (status >= 400) errors FROM inf",
+        "coalesce(sum(cost_usd), 0) cost, count(*) FILTER (status >= 400) errors, "
+        "quantile_cont(latency_ms, [0.5, 0.9, 0.95, 0.99]) latency FROM inf",
         scope,
     )[0]
+    if window is None:
+        window = max(1, -(-episodes["finished"] // AUTO_WINDOWS))
+    latency = tokens["latency"] or [None] * 4
     return {
         "generated_at": datetime.now(UTC).isoformat(),
         "since": _iso(scope.since),
+        "scope": {"since": _iso(scope.since), "until": _iso(scope.until), "model": scope.model,
+                  "scenario": scope.scenario, "window": window},
         "tool_calls": {
             **calls,
             "success_rate": _rate(calls["success"], calls["success"] + calls["error"]),
@@ -71,15 +93,22 @@ def build_report(con: duckdb.DuckDBPyConnection, scope: Scope, window: int = 100
             "prompt_per_request": _round(tokens["prompt"]),
             "completion_per_request": _round(tokens["completion"]),
             "cost_usd_total": round(tokens["cost"], 6),
-            "cost_per_successful_episode": (
-                round(tokens["cost"] / episodes["success"], 6) if episodes["success"] else None
-            ),
+            "cost_usd_per_request": _per(tokens["cost"], tokens["requests"]),
+            "cost_per_successful_episode": _per(tokens["cost"], episodes["success"]),
         },
+        "latency_ms": dict(zip(("p50", "p90", "p95", "p99"), map(_round, latency), strict=True)),
         "by_tool": _by_tool(con, scope),
         "by_model": _by_model(con, scope),
         "by_policy": _by_policy(con, scope),
         "timeline": _timeline(con, scope, window),
+        "timeline_by": _timeline_by(con, scope, window),
+        **_registry(registry),
+        "filter_values": _filter_values(con),
     }
+
+
+def _per(cost: float, count: int) -> float | None:
+    return round(cost / count, 6) if count else None
 
 
 def _round(value: float | None, digits: int = 2) -> float | None:
@@ -184,25 +213,35 @@ def _by_policy(con: duckdb.DuckDBPyConnection, scope: Scope) -> list[dict[str, A
     ]
 
 
+# Finished episodes in order of their end, numbered into windows of $window: the timeline's x axis.
+WINDOWS_CTE = """
+w AS (
+    SELECT episode_id, ended_at, ok, policy_version, arm,
+           (row_number() OVER (ORDER BY ended_at, episode_id) - 1) // $window AS win
+    FROM episodes WHERE finished
+)
+"""
+
+
 def _timeline(con: duckdb.DuckDBPyConnection, scope: Scope, window: int) -> list[dict[str, Any]]:
     rows = _rows(
         con,
-        """
-        WITH w AS (
-            SELECT episode_id, started_at, ended_at, ok, policy_version,
-                   (row_number() OVER (ORDER BY ended_at, episode_id) - 1) // $window AS win
-            FROM episodes WHERE finished
-        ),
+        f"""
+        WITH {WINDOWS_CTE},
         tc AS (
             SELECT w.win, count(*) FILTER (c.outcome = 'success') success, count(*) FILTER (c.outcome = 'error') error
             FROM calls c JOIN w USING (episode_id) GROUP BY w.win
         ),
         tok AS (
-            SELECT w.win, avg(i.prompt_tokens) prompt FROM inf i JOIN w USING (episode_id) GROUP BY w.win
+            SELECT w.win, count(*) requests, avg(i.prompt_tokens) prompt, avg(i.completion_tokens) completion,
+                   coalesce(sum(i.cost_usd), 0) cost, quantile_cont(i.latency_ms, [0.5, 0.95, 0.99]) latency
+            FROM inf i JOIN w USING (episode_id) GROUP BY w.win
         )
         SELECT w.win, min(w.ended_at) first_at, max(w.ended_at) last_at, count(*) episodes,
                count(*) FILTER (w.ok) success, count(*) FILTER (NOT w.ok) failure,
-               any_value(tc.success) tool_success, any_value(tc.error) tool_error, any_value(tok.prompt) prompt,
+               any_value(tc.success) tool_success, any_value(tc.error) tool_error,
+               any_value(tok.requests) requests, any_value(tok.prompt) prompt, any_value(tok.completion) completion,
+               any_value(tok.cost) cost, any_value(tok.latency) latency,
                list_sort(list_distinct(list(w.policy_version))) versions
         FROM w LEFT JOIN tc USING (win) LEFT JOIN tok USING (win)
         GROUP BY w.win ORDER BY w.win
@@ -218,10 +257,67 @@ def _timeline(con: duckdb.DuckDBPyConnection, scope: Scope, window: int) -> list
             "tool_success_rate": _rate(row["tool_success"] or 0, (row["tool_success"] or 0) + (row["tool_error"] or 0)),
             "episode_success_rate": _rate(row["success"], row["success"] + row["failure"]),
             "prompt_tokens_per_request": _round(row["prompt"]),
+            "completion_tokens_per_request": _round(row["completion"]),
+            "cost_usd_per_request": _per(row["cost"] or 0, row["requests"] or 0),
+            "cost_per_successful_episode": _per(row["cost"] or 0, row["success"]),
+            **dict(zip(("latency_ms_p50", "latency_ms_p95", "latency_ms_p99"),
+                       map(_round, row["latency"] or [None] * 3), strict=True)),
             "policy_versions": row["versions"],
         }
         for row in rows
     ]
+
+
+def _timeline_by(con: duckdb.DuckDBPyConnection, scope: Scope, window: int) -> list[dict[str, Any]]:
+    """Tool-call success in each timeline window, split by tool, by policy version and by arm:
+    `{window, by, name, tool_calls, tool_success_rate}`, `window` indexing `timeline`."""
+    rows = _rows(
+        con,
+        f"""
+        WITH {WINDOWS_CTE}
+        SELECT w.win, grouping(c.name) = 0 AS by_tool, grouping(w.policy_version) = 0 AS by_policy,
+               c.name, w.policy_version, w.arm, count(*) calls,
+               count(*) FILTER (c.outcome = 'success') success, count(*) FILTER (c.outcome = 'error') error
+        FROM calls c JOIN w USING (episode_id)
+        GROUP BY GROUPING SETS ((w.win, c.name), (w.win, w.policy_version), (w.win, w.arm))
+        ORDER BY w.win, by_tool DESC, by_policy DESC, c.name, w.policy_version, w.arm
+        """,
+        scope,
+        window=window,
+    )
+    return [
+        {
+            "window": row["win"],
+            "by": "tool" if row["by_tool"] else "policy" if row["by_policy"] else "arm",
+            "name": row["name"] if row["by_tool"] else row["policy_version"] if row["by_policy"] else row["arm"],
+            "tool_calls": row["calls"],
+            "tool_success_rate": _rate(row["success"], row["success"] + row["error"]),
+        }
+        for row in rows
+    ]
+
+
+def _registry(registry: Registry) -> dict[str, Any]:
+    """`policies`: every version as `agentgym policies list --format json` has it, plus the share
+    of episodes it serves now; `rollout`: what `agentgym rollout status` shows."""
+    index = registry.index()
+    rollout = by_hand.rollout_status(index)
+    traffic = {index.live: rollout["live_percent"]} if index.live else {}
+    if index.canary is not None:
+        traffic[index.canary.version] = index.canary.percent
+    return {
+        "policies": [{**v.model_dump(), "traffic_pct": traffic.get(v.version, 0)} for v in index.versions.values()],
+        "rollout": rollout,
+    }
+
+
+def _filter_values(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    """Every model and scenario the store has seen, whatever the scope: the filters' choices."""
+    models = con.execute("SELECT list(DISTINCT model ORDER BY model) FROM inferences WHERE model IS NOT NULL").fetchone()
+    scenarios = con.execute(
+        "SELECT list(DISTINCT s ORDER BY s) FROM (SELECT metadata->>'$.scenario' s FROM feedback) WHERE s IS NOT NULL"
+    ).fetchone()
+    return {"models": models[0] or [], "scenarios": scenarios[0] or []}
 
 
 def _pct(value: float | None) -> str:
@@ -243,7 +339,9 @@ def print_tables(report: dict[str, Any], console: Console) -> None:
     summary.add_row("tokens / request", f"prompt {_num(tokens['prompt_per_request'])}, "
                     f"completion {_num(tokens['completion_per_request'])}")
     summary.add_row("cost", f"${tokens['cost_usd_total']:.4f} total, "
+                    f"{_num(tokens['cost_usd_per_request'], '${:.6f}')} per request, "
                     f"{_num(tokens['cost_per_successful_episode'], '${:.4f}')} per successful episode")
+    summary.add_row("latency", ", ".join(f"{name} {_num(value)} ms" for name, value in report["latency_ms"].items()))
     console.print(summary)
 
     by_tool = Table(title="By tool")
@@ -281,3 +379,18 @@ def print_tables(report: dict[str, Any], console: Console) -> None:
                          _pct(row["episode_success_rate"]), _num(row["prompt_tokens_per_request"]),
                          ", ".join(v or "none" for v in row["policy_versions"]))
     console.print(timeline)
+
+    rollout = report["rollout"]
+    trials = [f"canary {rollout['canary']['version']} at {rollout['canary']['percent']:g}%"] if rollout["canary"] else []
+    trials += [f"shadow {rollout['shadow']['version']}"] if rollout["shadow"] else []
+    policies = Table(title=f"Policies (live: {rollout['live'] or 'none'}{''.join(', ' + t for t in trials)})")
+    for column in ("version", "status", "traffic", "gate difference", "gate ci95", "last change"):
+        policies.add_column(column, justify="right" if column == "traffic" else "left")
+    for row in report["policies"]:
+        last = row["history"][-1] if row["history"] else None
+        policies.add_row(row["version"], row["status"], f"{row['traffic_pct']:g}%", str(row["gate"].get("difference", "-")),
+                         str(row["gate"].get("ci95", "-")), f"{last['to']} by {last['by']}: {last['reason']}" if last else "")
+    console.print(policies)
+    for trial in (rollout["canary"], rollout["shadow"]):
+        for line in trial["analysis"] if trial else []:
+            console.print(f"{trial['version']} analysis: {line}")

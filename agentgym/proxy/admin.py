@@ -9,6 +9,8 @@ changes nothing.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -46,14 +48,32 @@ class Promotion(Change):
 
 
 def admin_allowed(request: Request, settings: Settings, note: live_server.LiveServer | None) -> bool:
-    presented = request.headers.get("authorization", "")
-    presented = presented[7:].strip() if presented[:7].lower() == "bearer " else request.headers.get("x-agentgym-admin-key", "")
+    """The admin key (or the server's local token) as `Authorization: Bearer KEY`, as
+    `X-AgentGym-Admin-Key`, or as the password of HTTP Basic authentication (what a browser
+    sends for /dashboard after asking its user; the user name is ignored)."""
     accepted = [k for k in (settings.server.admin_key, note.token if note else None) if k]
-    return any(hmac.compare_digest(presented, key) for key in accepted)
+    return any(hmac.compare_digest(_presented(request).encode(), key.encode()) for key in accepted)
+
+
+def _presented(request: Request) -> str:
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return credentials.strip()
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(credentials.strip(), validate=True).decode().partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return ""
+    return request.headers.get("x-agentgym-admin-key", "")
 
 
 def denied() -> Response:
-    return _error(401, "admin key required", "invalid_admin_key", "authentication_error")
+    """401, with the challenge that makes a browser ask for the key (RFC 7235 wants one)."""
+    response = _error(401, "admin key required: send it as `Authorization: Bearer KEY`, or as the password when "
+                      "the browser asks (with no server.admin_key set, the local token in the store's "
+                      ".server.json note)", "invalid_admin_key", "authentication_error")
+    response.headers["www-authenticate"] = 'Basic realm="AgentGym admin", charset="UTF-8"'
+    return response
 
 
 class PolicyAdmin:

@@ -8,18 +8,18 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
 
 import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from agentgym.config import Settings
 from agentgym.dashboards.metrics import ProxyMetrics
 from agentgym.dashboards.report import build_report
+from agentgym.dashboards.report_source import from_query
 from agentgym.proxy.admin import PolicyAdmin, admin_allowed, denied
 from agentgym.proxy.chat_completions import BadRequest, ChatCompletions
 from agentgym.proxy.episodes import EpisodeLinker
@@ -169,9 +169,7 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
         if not admin_allowed(request, settings, proxy.server_note):
             return denied()
         try:
-            since = request.query_params.get("since")
-            scope = Scope.configured(settings.episodes, datetime.fromisoformat(since) if since else None)
-            window = int(request.query_params.get("window", 100))
+            scope, window = from_query(request.query_params, settings.episodes)
         except ValueError as exc:
             return Response(error_body(str(exc), "invalid_request_error", "invalid_query"), 400,
                             media_type="application/json")
@@ -179,7 +177,7 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
         def report() -> dict:
             proxy.recorder.flush(timeout=5)
             with proxy.recorder.reader() as con:
-                return build_report(con, scope, window)
+                return build_report(con, scope, window, registry=proxy.planner.registry)
 
         try:
             data = await run_in_threadpool(report)
@@ -190,6 +188,31 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
             return Response(error_body(str(exc), "invalid_request_error", "invalid_query"), 400,
                             media_type="application/json")
         return Response(orjson.dumps(data), media_type="application/json")
+
+    async def dashboard(request: Request) -> Response:
+        """The web dashboard's page; what it shows it reads from /admin/report, with the same key."""
+        if not admin_allowed(request, settings, proxy.server_note):
+            return denied()
+        from agentgym.dashboards import web
+
+        return HTMLResponse(await run_in_threadpool(web.page), headers={"cache-control": "no-store"})
+
+    async def dashboard_asset(request: Request) -> Response:
+        """The page's scripts and style: no data in them, so no key needed; cached for good (their
+        URLs carry a digest of their content)."""
+        from agentgym.dashboards import web
+
+        name = request.path_params["name"]
+        try:
+            plain, packed = await run_in_threadpool(web.asset, name)
+        except KeyError:
+            return Response(error_body(f"no dashboard asset {name!r}", "invalid_request_error", "not_found"), 404,
+                            media_type="application/json")
+        gzipped = "gzip" in request.headers.get("accept-encoding", "")
+        headers = {"cache-control": "public, max-age=31536000, immutable", "vary": "accept-encoding"}
+        if gzipped:
+            headers["content-encoding"] = "gzip"
+        return Response(packed if gzipped else plain, media_type=web.ASSET_TYPES[name], headers=headers)
 
     async def admin_train(request: Request) -> Response:
         """One training round now, on what this proxy recorded (`agentgym train --once`)."""
@@ -222,6 +245,8 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/admin/report", admin_report, methods=["GET"]),
+            Route("/dashboard", dashboard, methods=["GET"]),
+            Route("/dashboard/assets/{name}", dashboard_asset, methods=["GET"]),
             Route("/admin/train", admin_train, methods=["POST"]),
             *PolicyAdmin(proxy).routes(),
         ],

@@ -15,29 +15,43 @@ from agentgym.config import EpisodeConfig
 
 @dataclass(frozen=True)
 class Scope:
-    """Which records a read covers."""
+    """Which records a read covers: requests made in [since, until), to `model`, in episodes whose
+    feedback names `scenario` (its metadata's "scenario" key, as the simulated agents send);
+    None is no limit."""
 
     since: datetime | None = None
     success_reward_threshold: float = 0.5
     idle_timeout_s: float = 300.0
+    until: datetime | None = None
+    model: str | None = None
+    scenario: str | None = None
 
     @classmethod
-    def configured(cls, episodes: EpisodeConfig, since: datetime | None = None) -> Scope:
+    def configured(cls, episodes: EpisodeConfig, since: datetime | None = None, *, until: datetime | None = None,
+                   model: str | None = None, scenario: str | None = None) -> Scope:
         """The scope the configuration's `episodes:` section defines."""
-        return cls(since, episodes.success_reward_threshold, episodes.idle_timeout_s)
+        return cls(since, episodes.success_reward_threshold, episodes.idle_timeout_s, until, model, scenario)
 
     def params(self) -> dict[str, object]:
         return {
             "since": self.since,
+            "until": self.until,
+            "model": self.model,
+            "scenario": self.scenario,
             "threshold": self.success_reward_threshold,
             "idle_s": self.idle_timeout_s,
         }
 
 
-# Named parameters: $since (timestamp or NULL), $threshold, $idle_s.
+# Named parameters: $since, $until (timestamps or NULL), $model, $scenario (or NULL), $threshold, $idle_s.
+# Everything else is read through `inf`, so the filters on it hold for every figure.
 BASE_CTES = """
 inf AS (
-    SELECT * FROM inferences WHERE $since IS NULL OR created_at >= $since
+    SELECT * FROM inferences
+    WHERE ($since IS NULL OR created_at >= $since) AND ($until IS NULL OR created_at < $until)
+      AND ($model IS NULL OR model = $model)
+      AND ($scenario IS NULL OR episode_id IN (
+          SELECT episode_id FROM feedback WHERE metadata->>'$.scenario' = $scenario))
 ),
 tool_outcome AS (
     SELECT tool_call_id, arg_max(outcome, created_at) AS outcome, arg_max(error_message, created_at) AS error_message
@@ -55,7 +69,7 @@ calls AS (
     FROM tool_calls tc
     LEFT JOIN tool_outcome o ON o.tool_call_id = tc.id
     LEFT JOIN tool_feedback tf ON tf.target_id = tc.id
-    WHERE $since IS NULL OR tc.created_at >= $since
+    WHERE tc.inference_id IN (SELECT id FROM inf)
 ),
 episode_feedback AS (
     SELECT episode_id, arg_max(coalesce(success, reward >= $threshold), created_at) AS ok,
