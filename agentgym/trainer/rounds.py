@@ -64,6 +64,9 @@ def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Enc
             registry.promote(version.version, by=by, reason="first version")
         return {"status": "registered", "version": version.version, "promoted": trainer.promote != "manual"}
     _, current = registry.load(live)
+    if not isinstance(current, PolicyWeights):
+        return {"status": "skipped", "live": live, "reason": f"{live} is an LLM planner: the torch engine trains the "
+                "default planner only; train it with agentgym train --engine lightning"}
     versions = {live} if trainer.older_data == "drop" else None
     batch = usable(read_batch(con, trainer.reward, scope, versions=versions))
     if len(batch) < trainer.min_decisions:
