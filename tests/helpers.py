@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from agentgym.scenarios.local_stack import free_port
+from agentgym.scenarios.local_stack import free_port, start_agl_server
 from agentgym.scenarios.model_server import chat_completions as sim_chat_completions
 from agentgym.scenarios.simulated_model import ModelKnobs, SimulatedModel
 from agentgym.trainer.policy import PolicyWeights
@@ -218,39 +218,14 @@ class PlannerStandIn:
 
 
 class AglServer:
-    """`agl-server` as a child process on 127.0.0.1 (Hydra overrides on its command line)."""
+    """`agl-server` on 127.0.0.1, with a client holding its key."""
 
     def __init__(self, workdir: Path, model_name: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = workdir / f"agl-server-{self.port}.log"
-        workdir.mkdir(parents=True, exist_ok=True)
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [str(Path(sys.executable).parent / "agl-server"), "host=127.0.0.1", f"port={self.port}",
-                 f"key={KEY}", f"default_proxy.model_name={model_name}", f"hydra.run.dir={workdir}"],
-                cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"agl-server did not start:\n{self.log.read_text()}")
+        self.service = start_agl_server(workdir, model_name=model_name, key=KEY)
+        self.port, self.url = self.service.port, self.service.url
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"authorization": f"Bearer {KEY}"}, timeout=30)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
+        self.service.stop(15)

@@ -40,6 +40,7 @@ from agentgym.store.queries import Scope  # noqa: E402
 from agentgym.trainer.encoder import shared_encoder  # noqa: E402
 from agentgym.trainer.registry import CorruptPolicy, LlmSpec, Registry, default_dir  # noqa: E402
 from agentgym.trainer.rounds import train_round  # noqa: E402
+from agentgym.trainer.shadow import look as shadow_look  # noqa: E402
 
 MODEL = "planner-llm"  # what agl-server's gateway serves (default_proxy.model_name), and every version's name
 
@@ -227,7 +228,7 @@ def test_rollback_moves_the_gateway_back_to_the_previous_versions_model(stack, t
         (1, f"{a.url}/v1"), (2, f"{b.url}/v1"), (1, f"{a.url}/v1")]
 
 
-def test_a_refused_llm_version_serves_nothing_and_an_llm_shadow_is_never_applied(stack, tmp_path, logs):
+def test_a_refused_llm_version_serves_nothing_and_an_llm_shadow_is_judged_by_the_reward_model(stack, tmp_path, logs):
     live_model, other = PlannerStandIn(), PlannerStandIn()
     with ThreadServer(live_model.app()) as a, ThreadServer(other.app()) as b:
         db = tmp_path / "store.duckdb"
@@ -240,7 +241,7 @@ def test_a_refused_llm_version_serves_nothing_and_an_llm_shadow_is_never_applied
         wait_for_planner(proxy.url, live=v1, canary=None)  # v2 refused: its half of the episodes gets v1
         tools = stack.scenario.tools
         for i in range(6):
-            _ask(proxy.url, f"ep-refused-{i}", tools)
+            _ask(proxy.url, f"refused-{i}", tools)
         assert len(live_model.asked) == 6 and not other.asked
         asked = live_model.asked[0]  # directly: our temperature, log-probabilities asked for
         assert asked["model"] == MODEL and asked["temperature"] == 1.0 and asked["logprobs"] is True
@@ -248,19 +249,32 @@ def test_a_refused_llm_version_serves_nothing_and_an_llm_shadow_is_never_applied
         registry.rollback(by="test", reason="end the refused canary")
         v3 = _llm_version(registry, b)
         registry.start_shadow(v3, by="test", reason="shadow")
-        other.mode, other.text = "text", "send_invoice, list_products"  # the shadow would offer two tools
+        other.mode, other.text = "text", "fetch_order_status"  # the shadow would force the deprecated twin
         wait_for_planner(proxy.url, live=v1, shadow=v3)
-        answers = [_ask(proxy.url, f"ep-shadow-{i}", tools) for i in range(4)]
+        results = asyncio.run(run_episodes(proxy.url, stack.scenario, episodes=24, seed=2, concurrency=4))
         assert proxy.stop(), proxy.log()  # a shadow's answers are recorded as they come; a stopping proxy waits
-        assert len(other.asked) == 4 and "policy v2 refused; none serves" in proxy.log()
-        con = duckdb.connect(str(db), read_only=True)
-    rows = con.execute("""SELECT episode_id, policy_version, arm, action, offered FROM decisions
-                          WHERE episode_id LIKE 'ep-shadow-%' ORDER BY arm""").fetchall()
-    assert sorted((version, arm, action) for _, version, arm, action, _ in rows) == sorted(
-        [(v1, "live", "force")] * 4 + [(v3, "shadow", "offer")] * 4)
-    assert {orjson.loads(offered)[0] for *_, arm, _, offered in rows if arm == "shadow"} == {"send_invoice"}
-    # what the model got was the live version's forced tool, never the shadow's offer
-    forced = dict(con.execute("SELECT episode_id, tool FROM decisions WHERE arm = 'live' AND episode_id LIKE "
-                              "'ep-shadow-%'").fetchall())
-    assert [a["tool_calls"][0]["function"]["name"] for a in answers] == [forced[f"ep-shadow-{i}"] for i in range(4)]
+    log = proxy.log()
+    assert "policy v2 refused; none serves" in log and "rollout check failed" not in log
+    con = duckdb.connect(str(db), read_only=True)
+    ours = {r.episode_id for r in results}
+    rows = [r for r in con.execute("""SELECT d.episode_id, d.policy_version, d.arm, d.action, d.tool, d.offered, tc.name
+                                      FROM decisions d LEFT JOIN tool_calls tc ON tc.inference_id = d.inference_id
+                                      AND tc.position = 0""").fetchall() if r[0] in ours]
+    live = [r for r in rows if r[2] == "live"]
+    shadow = [r for r in rows if r[2] == "shadow"]
+    assert len(live) == len(shadow) == sum(r.requests for r in results) == len(other.asked)
+    assert {(r[1], r[3]) for r in live} == {(v1, "force")} and all(r[4] == r[6] for r in live)  # applied
+    assert {(r[1], r[3], r[4]) for r in shadow} == {(v3, "force", "fetch_order_status")}
+    assert {r[4] for r in live} == {"get_order_status", "fetch_order_status"}  # the stand-in is not always right
     assert con.execute("SELECT count(*) FROM decisions WHERE policy_version = $v", {"v": v2}).fetchone()[0] == 0
+
+    # the gate for an LLM shadow: the reward model, fitted on these outcomes (the twin always fails), values
+    # the shadow's choices below the live version's, and it is rolled back
+    result = shadow_look(con, registry, shared_encoder(), RolloutConfig(min_episodes=10), TrainerConfig(),
+                         PlannerConfig(), Scope(idle_timeout_s=300.0))
+    assert result["status"] == "rolled back", result
+    [line] = [line for line in result["analysis"] if line.startswith("reward-model estimate")]
+    assert line.endswith(": fail") and f"on {len(shadow)} requests of {len(ours)} episodes" in line
+    shadow_value, live_value = map(float, re.findall(r"estimate: ([0-9.]+) against v1's ([0-9.]+)", line)[0])
+    assert shadow_value < live_value
+    assert registry.index().versions[v3].status == "rolled_back"

@@ -89,7 +89,7 @@ def build_proxy(settings: Settings) -> Proxy:
         planner=planner,
     )
     schedule = Schedule(settings.trainer, settings.planner, Scope.configured(settings.episodes), registry,
-                        recorder.reader, lambda: planner.encoder, settings.rollout)
+                        recorder.reader, lambda: planner.encoder, settings.rollout, settings.lightning.reward_model)
     return Proxy(settings, recorder, costing, linker, upstream, metrics, chat,
                  FeedbackEndpoint(linker, recorder, on_episode_outcome=llm.episode_ended), planner, schedule)
 

@@ -7,7 +7,10 @@ and the off-policy estimate of its reward on the live version's decisions in fin
 the evaluation gate's estimate (`agentgym.trainer.gate`), here on data that came after the
 version was trained. Once `rollout.min_episodes` such episodes have finished, a shadow whose
 estimate is not worse than the live version's (nor no planner's) starts its canary at the first
-step; one that is worse is rolled back, having served nothing.
+step; one that is worse is rolled back, having served nothing. Where the shadow or the live
+version is an LLM planner, whose probability of a logged choice is not known, the estimate is
+the reward model's instead (`agentgym.trainer.lightning.llm_gate`), over `rollout.min_episodes`
+episodes the shadow scored.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from typing import Any
 
 import duckdb
 
-from agentgym.config import PlannerConfig, RolloutConfig, TrainerConfig
+from agentgym.config import PlannerConfig, RewardModelConfig, RolloutConfig, TrainerConfig
 from agentgym.store.queries import Scope
 from agentgym.trainer.batch import read_batch
 from agentgym.trainer.encoder import Encoder
 from agentgym.trainer.engine import chosen_probabilities, usable
 from agentgym.trainer.gate import evaluate
+from agentgym.trainer.policy import PolicyWeights
 from agentgym.trainer.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -47,7 +51,8 @@ def agreement(con: duckdb.DuckDBPyConnection, version: str, since: datetime) -> 
 
 
 def look(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Encoder, rollout: RolloutConfig,
-         trainer: TrainerConfig, planner: PlannerConfig, scope: Scope) -> dict[str, Any]:
+         trainer: TrainerConfig, planner: PlannerConfig, scope: Scope,
+         reward_model: RewardModelConfig | None = None) -> dict[str, Any]:
     """One look at the running shadow, and what it led to."""
     index = registry.index()
     shadow = index.shadow
@@ -59,20 +64,16 @@ def look(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Encoder, r
         lines.append("off-policy estimate: no live version's decisions to judge it on; start its canary by hand")
         registry.note_analysis(shadow.version, lines)
         return {"status": "waiting", "version": shadow.version, "analysis": lines}
-    batch = usable(read_batch(con, trainer.reward, replace(scope, since=since), versions={index.live}))
-    episodes = len(set(batch.episodes))
-    if episodes < rollout.min_episodes:
-        lines.append(f"off-policy estimate: {episodes} of {rollout.min_episodes} finished episodes of {index.live}")
-        registry.note_analysis(shadow.version, lines)
-        return {"status": "waiting", "version": shadow.version, "analysis": lines}
     (_, candidate), (_, live) = registry.load(shadow.version), registry.load(index.live)
-    gate = evaluate(batch, *chosen_probabilities(batch, encoder, planner.epsilon, candidate, live),
-                    margin=trainer.gate_margin, seed=trainer.seed)
-    untrained = f", {gate['untrained']['difference']:+.4f} against no planner" if gate["untrained"] else ""
-    lines.append(f"off-policy estimate: {gate['new']:.4f} against {index.live}'s {gate['current']:.4f} over "
-                 f"{gate['episodes']} episodes, difference {gate['difference']:+.4f} (95% {gate['ci95']}){untrained}, "
-                 f"effective sample size {gate['effective_sample_size']:g}: {'pass' if gate['passed'] else 'fail'}")
+    if isinstance(candidate, PolicyWeights) and isinstance(live, PolicyWeights):
+        gate, line = _off_policy(con, candidate, live, index.live, since, encoder, rollout, trainer, planner, scope)
+    else:
+        gate, line = _reward_model(con, shadow.version, index.live, since, encoder, rollout, trainer, scope,
+                                   reward_model or RewardModelConfig())
+    lines.append(line)
     registry.note_analysis(shadow.version, lines)
+    if gate is None:
+        return {"status": "waiting", "version": shadow.version, "analysis": lines}
     if gate["passed"] and index.canary is not None:
         return {"status": "waiting for the canary to end", "version": shadow.version, "analysis": lines}
     outcome = rollout.steps[0] if gate["passed"] else "rollback"
@@ -83,3 +84,43 @@ def look(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Encoder, r
     log.log(logging.WARNING if outcome == "rollback" else logging.INFO, "shadow %s: %s (%s)", shadow.version, status,
             why)
     return {"status": status, "version": shadow.version, "analysis": lines}
+
+
+def _off_policy(con: duckdb.DuckDBPyConnection, candidate: PolicyWeights, live: PolicyWeights, live_version: str,
+                since: datetime, encoder: Encoder, rollout: RolloutConfig, trainer: TrainerConfig,
+                planner: PlannerConfig, scope: Scope) -> tuple[dict[str, Any] | None, str]:
+    """The gate's estimate on the live version's decisions in episodes finished since `since`
+    (None until there are `rollout.min_episodes`), and its analysis line."""
+    batch = usable(read_batch(con, trainer.reward, replace(scope, since=since), versions={live_version}))
+    episodes = len(set(batch.episodes))
+    if episodes < rollout.min_episodes:
+        return None, f"off-policy estimate: {episodes} of {rollout.min_episodes} finished episodes of {live_version}"
+    gate = evaluate(batch, *chosen_probabilities(batch, encoder, planner.epsilon, candidate, live),
+                    margin=trainer.gate_margin, seed=trainer.seed)
+    untrained = f", {gate['untrained']['difference']:+.4f} against no planner" if gate["untrained"] else ""
+    return gate, (f"off-policy estimate: {gate['new']:.4f} against {live_version}'s {gate['current']:.4f} over "
+                  f"{gate['episodes']} episodes, difference {gate['difference']:+.4f} (95% {gate['ci95']}){untrained}, "
+                  f"effective sample size {gate['effective_sample_size']:g}: {'pass' if gate['passed'] else 'fail'}")
+
+
+def _reward_model(con: duckdb.DuckDBPyConnection, version: str, live_version: str, since: datetime, encoder: Encoder,
+                  rollout: RolloutConfig, trainer: TrainerConfig, scope: Scope,
+                  config: RewardModelConfig) -> tuple[dict[str, Any] | None, str]:
+    """The reward model's estimate of the shadow beside the served decisions (None until it has
+    scored requests of `rollout.min_episodes` episodes, or while too few outcomes are recorded to
+    fit the reward model), and its analysis line."""
+    from agentgym.trainer.lightning.llm_gate import estimate
+    from agentgym.trainer.lightning.reward_model import NotEnoughData
+
+    try:
+        gate = estimate(con, version, since, scope, encoder, config, margin=trainer.gate_margin, seed=trainer.seed)
+    except NotEnoughData as exc:
+        return None, f"reward-model estimate: no reward model yet ({exc})"
+    if gate["episodes"] < rollout.min_episodes:
+        return None, (f"reward-model estimate: requests of {gate['episodes']} of {rollout.min_episodes} episodes "
+                      "scored beside the served decisions")
+    held = gate["reward_model_held_out"]
+    return gate, (f"reward-model estimate: {gate['new']:.4f} against {live_version}'s {gate['current']:.4f} on "
+                  f"{gate['requests']} requests of {gate['episodes']} episodes, difference {gate['difference']:+.4f} "
+                  f"(95% {gate['ci95']}); the reward model's held-out accuracy {held['accuracy']} (majority "
+                  f"{held['majority_accuracy']}), AUC {held['auc']}: {'pass' if gate['passed'] else 'fail'}")

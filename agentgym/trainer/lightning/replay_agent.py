@@ -33,23 +33,24 @@ def replay_row(path: Path, data_id: str) -> dict[str, Any]:
 
 
 def score(answer: dict[str, Any], row: dict[str, Any], reward_of: Any) -> tuple[float, str]:
-    """The reward of the planner's `answer` (an assistant message) on `row`, and why: for a forced
-    tool, the reward model's score of it; for tools offered or all left to the agent's model, the
-    score of the tool that model called in the recording if it is among them (what it did with
-    that choice), else their mean. An answer naming no offered tool scores 0."""
-    functions = [t["function"] for t in row["tools"]]
-    names = [f["name"] for f in functions]
+    """The reward of the planner's `answer` (an assistant message) on `row`, and why: its choice's
+    value by the reward model (`reward_model.choice_value`), with the tool the model called in
+    the recording. An answer naming no offered tool scores 0."""
+    from agentgym.trainer.lightning.reward_model import choice_value
+
+    functions = {t["function"]["name"]: t["function"] for t in row["tools"]}
+    names = list(functions)
     try:
         action, chosen = read_answer(answer, names)
     except UnusableAnswer as exc:
         return 0.0, str(exc)
+    left = [names[i] for i in chosen]
+    value = choice_value(action, left, row.get("called"),
+                         lambda name: reward_of(row["messages"], functions[name]))
     if action == "force":
-        return reward_of(row["messages"], functions[chosen[0]]), f"forced {names[chosen[0]]}"
-    called = row.get("called")
-    if called in [names[i] for i in chosen]:
-        return reward_of(row["messages"], functions[names.index(called)]), f"{action}: the model called {called}"
-    return (sum(reward_of(row["messages"], functions[i]) for i in chosen) / len(chosen),
-            f"{action}: the mean over {len(chosen)} tools")
+        return value, f"forced {left[0]}"
+    return value, (f"{action}: the model called {row['called']}" if row.get("called") in left
+                   else f"{action}: the mean over {len(left)} tools")
 
 
 class ReplayAgent:
