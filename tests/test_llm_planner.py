@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import subprocess
+import sys
 import time
 from types import SimpleNamespace
 
@@ -140,6 +142,18 @@ def test_llm_versions_in_the_registry_are_checksummed_specs(tmp_path):
     result = train_round(None, registry, shared_encoder(), TrainerConfig(), PlannerConfig(), RolloutConfig(),
                          Scope(idle_timeout_s=300.0), by="test")
     assert result["status"] == "skipped" and "--engine lightning" in result["reason"]
+
+    # from the command line
+    db = tmp_path / "store.duckdb"
+    cli = lambda *args: subprocess.run([sys.executable, "-m", "agentgym", "policies", *args, "--db", str(db)],  # noqa: E731
+                                       capture_output=True, text=True, timeout=120)
+    made = cli("register-llm", MODEL, "--server", "http://127.0.0.1:8000/v1")
+    assert made.returncode == 0 and made.stdout.startswith("v1: planner-llm at http://127.0.0.1:8000/v1"), made
+    assert Registry(default_dir(db)).load("v1")[1] == LlmSpec(model=MODEL, server="http://127.0.0.1:8000/v1")
+    bad = cli("register-llm", MODEL, "--server", "localhost:8000")
+    assert bad.returncode == 1 and "must be an http:// or https:// URL with a host" in bad.stderr
+    assert cli("register-llm", MODEL, "--server", "http://h/v1", "--parent", "v9").stderr.strip() == \
+        "no policy version 'v9'"
 
 
 def test_a_live_llm_planner_steers_the_agent_through_agent_lightnings_gateway(stack, tmp_path, logs):
