@@ -109,16 +109,17 @@ def _reward_model(con: duckdb.DuckDBPyConnection, version: str, live_version: st
     """The reward model's estimate of the shadow beside the served decisions (None until it has
     scored requests of `rollout.min_episodes` episodes, or while too few outcomes are recorded to
     fit the reward model), and its analysis line."""
-    from agentgym.trainer.lightning.llm_gate import estimate
+    from agentgym.trainer.lightning.llm_gate import estimate, scored_episodes
     from agentgym.trainer.lightning.reward_model import NotEnoughData
 
+    episodes = scored_episodes(con, version, since)
+    if episodes < rollout.min_episodes:
+        return None, (f"reward-model estimate: requests of {episodes} of {rollout.min_episodes} episodes scored "
+                      "beside the served decisions")
     try:
         gate = estimate(con, version, since, scope, encoder, config, margin=trainer.gate_margin, seed=trainer.seed)
     except NotEnoughData as exc:
         return None, f"reward-model estimate: no reward model yet ({exc})"
-    if gate["episodes"] < rollout.min_episodes:
-        return None, (f"reward-model estimate: requests of {gate['episodes']} of {rollout.min_episodes} episodes "
-                      "scored beside the served decisions")
     held = gate["reward_model_held_out"]
     return gate, (f"reward-model estimate: {gate['new']:.4f} against {live_version}'s {gate['current']:.4f} on "
                   f"{gate['requests']} requests of {gate['episodes']} episodes, difference {gate['difference']:+.4f} "

@@ -37,6 +37,14 @@ WHERE s.arm = 'shadow' AND s.policy_version = $version AND s.created_at >= $sinc
 """
 
 
+def scored_episodes(con: duckdb.DuckDBPyConnection, version: str, since: datetime) -> int:
+    """Episodes with requests the shadow `version` scored beside a served decision since `since`:
+    counted before the reward model is fitted (seconds on a large store), so it is fitted only
+    once there is enough to judge."""
+    return con.execute(f"SELECT count(DISTINCT episode_id) FROM ({PAIRED_SQL})",
+                       {"version": version, "since": since}).fetchone()[0]
+
+
 def estimate(con: duckdb.DuckDBPyConnection, version: str, since: datetime, scope: Scope, encoder: Encoder,
              config: RewardModelConfig, *, margin: float, resamples: int = 300, seed: int = 0) -> dict[str, Any]:
     """The shadow `version`'s reward-model estimate beside the served decisions since `since`.
