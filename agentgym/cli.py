@@ -138,7 +138,7 @@ def report(
 @app.command()
 def demo(
     scenario: Annotated[str, typer.Option(help="scenario name, file, or module:Class (see `agentgym scenarios list`)")] = "customer_support",
-    episodes: Annotated[int, typer.Option(min=1, help="agent episodes to run")] = 500,
+    episodes: Annotated[int, typer.Option(min=1, help="agent episodes to run")] = 1000,
     seed: Annotated[int, typer.Option(help="seed for tasks and the simulated model")] = 0,
     db: Annotated[Path, typer.Option(help="store file, kept for `agentgym report --db` afterwards")] = Path("agentgym-demo.duckdb"),
     port: Annotated[int, typer.Option(help="proxy port (0: any free port)")] = 0,

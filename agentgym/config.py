@@ -148,7 +148,7 @@ class RolloutConfig(Section):
     steps: list[float] = Field([5.0, 25.0, 50.0], description="percentages of episodes a canary serves, step by "
                                "step; passing the last one promotes it")
     shadow: bool = Field(True, description="a version the trainer hands over scores every request in shadow first, "
-                         "and starts its canary only if its off-policy estimate there is not worse than live's")
+                         "and is rolled back if its off-policy estimate there is confidently worse than live's, else starts its canary")
     baseline: Literal["live", "control"] = Field(
         "live", description="what a canary is compared with: live, the live version's episodes (with no live "
         "version, those served by no policy); control, the episodes served by no policy (planner.control_share)")
@@ -158,6 +158,9 @@ class RolloutConfig(Section):
         "success rate may be (absolute: 0.03 is 3 points), how much higher its cost per successful episode or its "
         "p95 request latency (relative: 0.10 is 10%), and still pass; a metric left out is not checked, one "
         "with no value in either arm (no cost known for the model) is reported as not measured and left out")
+    guardrails: list[RolloutMetric] = Field(
+        ["latency_p95"], description="metrics of `metrics` that roll a canary back when credibly worse but need not "
+        "be shown not worse for a step to pass (p95 latency takes thousands of episodes to show within 20%)")
     min_episodes: int = Field(100, ge=2, description="finished episodes each arm needs in a step before it can pass")
     max_episodes: int = Field(3000, ge=2, description="a step still inconclusive after this many canary episodes "
                               "ends as `on_inconclusive` says")
@@ -183,6 +186,13 @@ class RolloutConfig(Section):
             raise ValueError("name at least one metric to compare canaries on: episode_success, tool_success, "
                              "cost_per_success, latency_p95")
         return metrics
+
+    @model_validator(mode="after")
+    def _guardrails(self) -> RolloutConfig:
+        if set(self.metrics) <= set(self.guardrails):
+            raise ValueError("at least one metric of rollout.metrics must not be a guardrail: a step passes only on "
+                             "what it has shown")
+        return self
 
 
 def http_url(value: str | None, what: str) -> str | None:

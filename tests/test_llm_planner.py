@@ -288,7 +288,7 @@ def test_a_refused_llm_version_serves_nothing_and_an_llm_shadow_is_judged_by_the
                          PlannerConfig(), Scope(idle_timeout_s=300.0))
     assert result["status"] == "rolled back", result
     [line] = [line for line in result["analysis"] if line.startswith("reward-model estimate")]
-    assert line.endswith(": fail") and f"on {len(shadow)} requests of {len(ours)} episodes" in line
+    assert line.endswith(": fail, confidently worse") and f"on {len(shadow)} requests of {len(ours)} episodes" in line
     shadow_value, live_value = map(float, re.findall(r"estimate: ([0-9.]+) against v1's ([0-9.]+)", line)[0])
     assert shadow_value < live_value
     assert registry.index().versions[v3].status == "rolled_back"

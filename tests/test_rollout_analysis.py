@@ -37,7 +37,7 @@ def _arm(canary: bool, n: int, rng: np.random.Generator, *, success: float = 0.8
 
 
 def _verdicts(metric: str, n: int, canary: dict, seeds=range(5)) -> set[str]:
-    config = RolloutConfig(metrics={metric: RolloutConfig().metrics[metric]})
+    config = RolloutConfig(metrics={metric: RolloutConfig().metrics[metric]}, guardrails=[])
     out = set()
     for seed in seeds:
         rng = np.random.default_rng(seed)
@@ -56,7 +56,8 @@ def test_latency_p95_passes_an_equal_canary_and_fails_a_slower_one():
     assert _verdicts("latency_p95", 600, {}) == {"pass"}
     assert _verdicts("latency_p95", 300, {"latency_ms": 1300.0}) == {"fail"}  # p95 60% higher
     rng = np.random.default_rng(0)
-    [comparison] = measure(_arm(True, 300, rng) + _arm(False, 300, rng), RolloutConfig(metrics={"latency_p95": 0.2}))
+    [comparison] = measure(_arm(True, 300, rng) + _arm(False, 300, rng),
+                           RolloutConfig(metrics={"latency_p95": 0.2}, guardrails=[]))
     assert comparison.describe().startswith("latency_p95 (share of requests over 1.2 x the baseline's p95, ")
 
 
@@ -122,6 +123,23 @@ def test_decide_steps_promotes_rolls_back_and_follows_on_inconclusive():
         outcome, why = decide([unsure, ok], 5, config)
         assert outcome == action and "still inconclusive after 3000 canary episodes" in why
         assert decide([unsure, ok], 5, config.model_copy(update={"max_episodes": 3001}))[0] == "wait"
+
+
+def test_a_guardrail_rolls_back_when_worse_but_need_not_pass():
+    """p95 latency is a guardrail by default: inconclusive, it does not hold a step back; credibly
+    worse, it rolls the canary back; named in `metrics` alone, it cannot pass a step."""
+    passing = _estimate(0.5)
+    ok = compare("episode_success", passing, passing, tolerance=0.03, min_episodes=100)
+    unsure = compare("latency_p95", Estimate(0.04, 0.01, 3000, 3000), _estimate(0.05), tolerance=0.0,
+                     min_episodes=100, better="lower")
+    slower = compare("latency_p95", _estimate(0.3), _estimate(0.05), tolerance=0.0, min_episodes=100, better="lower")
+    assert unsure.verdict == "inconclusive" and slower.verdict == "fail"
+    config = RolloutConfig(steps=[5, 25])
+    assert decide([ok, unsure], 5, config)[0] == 25
+    assert decide([ok, slower], 5, config)[0] == "rollback"
+    assert decide([ok, unsure], 5, config.model_copy(update={"guardrails": []}))[0] == "wait"
+    with pytest.raises(ValidationError, match="must not be a guardrail"):
+        RolloutConfig(metrics={"latency_p95": 0.2})
 
 
 def _serve(tmp_path, registry: Registry, planner: PlannerConfig, succeeds: dict[str, float],

@@ -7,8 +7,8 @@ with the sequential test of `agentgym.trainer.analysis`. The baseline is the liv
 episodes, or those served by no policy (the planner records them as arm "control", version NULL)
 with `rollout.baseline: control` or while no version is live. `decide` turns the comparisons into
 what happens: any metric failing rolls the canary back at once, with the analysis as the reason;
-every measured metric passing moves it to the next step of `rollout.steps`, or promotes it after
-the last; otherwise it waits for more episodes (or, past `max_episodes`, does what
+every measured metric passing (a guardrail, `rollout.guardrails`, need only not fail) moves it
+to the next step of `rollout.steps`, or promotes it after the last; otherwise it waits for more episodes (or, past `max_episodes`, does what
 `on_inconclusive` says: wait, pause the canary at its step, or roll it back). A paused canary is
 left alone until started again by hand. Every transition is recorded in the registry by "rollout".
 """
@@ -115,7 +115,8 @@ def decide(comparisons: list[Comparison], percent: float, config: RolloutConfig)
     if failed:
         return "rollback", f"{percent:g}% step: " + "; ".join(c.describe() for c in failed)
     analysis = "; ".join(c.describe() for c in comparisons)
-    if judged and all(c.verdict == "pass" for c in judged):
+    shown = [c for c in judged if c.metric not in config.guardrails]  # guardrails only have to not fail
+    if shown and all(c.verdict == "pass" for c in shown):
         later = [step for step in config.steps if step > percent]
         return (later[0] if later else "promote"), f"{percent:g}% step passed: {analysis}"
     finished = max(c.canary.finished for c in comparisons)

@@ -6,11 +6,15 @@ on which it would have sent what was sent: the same action, the same forced or o
 and the off-policy estimate of its reward on the live version's decisions in finished episodes:
 the evaluation gate's estimate (`agentgym.trainer.gate`), here on data that came after the
 version was trained. Once `rollout.min_episodes` such episodes have finished, a shadow whose
-estimate is not worse than the live version's (nor no planner's) starts its canary at the first
-step; one that is worse is rolled back, having served nothing. Where the shadow or the live
-version is an LLM planner, whose probability of a logged choice is not known, the estimate is
-the reward model's instead (`agentgym.trainer.lightning.llm_gate`), over `rollout.min_episodes`
-episodes the shadow scored.
+estimate is confidently worse than the live version's or no planner's (the whole 95% interval of
+the difference below `-trainer.gate_margin`) is rolled back, having served nothing; any other
+starts its canary at the first step. Only confidently: the estimate reads the live version's
+logged actions, and a version that acts very differently (one that offers where the live one
+defers) is estimated from the few requests where the two agree, which the canary then measures
+for real. Where the shadow or the live version is an LLM planner, whose probability of a logged
+choice is not known, the estimate is the reward model's instead
+(`agentgym.trainer.lightning.llm_gate`), over `rollout.min_episodes` episodes the shadow scored,
+judged by the same rule.
 """
 
 from __future__ import annotations
@@ -66,18 +70,18 @@ def look(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Encoder, r
         return {"status": "waiting", "version": shadow.version, "analysis": lines}
     (_, candidate), (_, live) = registry.load(shadow.version), registry.load(index.live)
     if isinstance(candidate, PolicyWeights) and isinstance(live, PolicyWeights):
-        gate, line = _off_policy(con, candidate, live, index.live, since, encoder, rollout, trainer, planner, scope)
+        worse, line = _off_policy(con, candidate, live, index.live, since, encoder, rollout, trainer, planner, scope)
     else:
-        gate, line = _reward_model(con, shadow.version, index.live, since, encoder, rollout, trainer, scope,
-                                   reward_model or RewardModelConfig())
+        worse, line = _reward_model(con, shadow.version, index.live, since, encoder, rollout, trainer, scope,
+                                    reward_model or RewardModelConfig())
     lines.append(line)
     registry.note_analysis(shadow.version, lines)
-    if gate is None:
+    if worse is None:
         return {"status": "waiting", "version": shadow.version, "analysis": lines}
-    if gate["passed"] and index.canary is not None:
+    if not worse and index.canary is not None:
         return {"status": "waiting for the canary to end", "version": shadow.version, "analysis": lines}
-    outcome = rollout.steps[0] if gate["passed"] else "rollback"
-    why = "shadow " + ("passed" if gate["passed"] else "failed") + ": " + "; ".join(lines)
+    outcome = "rollback" if worse else rollout.steps[0]
+    why = "shadow " + ("failed" if worse else "passed") + ": " + "; ".join(lines)
     if not registry.settle_shadow(shadow.version, outcome, by="rollout", reason=why):
         return {"status": "changed meanwhile", "version": shadow.version, "analysis": lines}
     status = "rolled back" if outcome == "rollback" else "canary"
@@ -88,27 +92,34 @@ def look(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Encoder, r
 
 def _off_policy(con: duckdb.DuckDBPyConnection, candidate: PolicyWeights, live: PolicyWeights, live_version: str,
                 since: datetime, encoder: Encoder, rollout: RolloutConfig, trainer: TrainerConfig,
-                planner: PlannerConfig, scope: Scope) -> tuple[dict[str, Any] | None, str]:
-    """The gate's estimate on the live version's decisions in episodes finished since `since`
-    (None until there are `rollout.min_episodes`), and its analysis line."""
+                planner: PlannerConfig, scope: Scope) -> tuple[bool | None, str]:
+    """Whether the gate's estimate on the live version's decisions in episodes finished since
+    `since` is confidently worse than live's or no planner's (None until there are
+    `rollout.min_episodes`), and its analysis line."""
     batch = usable(read_batch(con, trainer.reward, replace(scope, since=since), versions={live_version}))
     episodes = len(set(batch.episodes))
     if episodes < rollout.min_episodes:
         return None, f"off-policy estimate: {episodes} of {rollout.min_episodes} finished episodes of {live_version}"
     gate = evaluate(batch, *chosen_probabilities(batch, encoder, planner.epsilon, candidate, live),
                     margin=trainer.gate_margin, seed=trainer.seed)
-    untrained = f", {gate['untrained']['difference']:+.4f} against no planner" if gate["untrained"] else ""
-    return gate, (f"off-policy estimate: {gate['new']:.4f} against {live_version}'s {gate['current']:.4f} over "
-                  f"{gate['episodes']} episodes, difference {gate['difference']:+.4f} (95% {gate['ci95']}){untrained}, "
-                  f"effective sample size {gate['effective_sample_size']:g}: {'pass' if gate['passed'] else 'fail'}")
+    worse = any(c and c["ci95"][1] < -trainer.gate_margin for c in (gate, gate["untrained"]))
+    untrained = gate["untrained"]
+    against = (f", {untrained['difference']:+.4f} (95% {untrained['ci95']}) against no planner" if untrained else "")
+    return worse, (f"off-policy estimate: {gate['new']:.4f} against {live_version}'s {gate['current']:.4f} over "
+                   f"{gate['episodes']} episodes, difference {gate['difference']:+.4f} (95% {gate['ci95']}){against}, "
+                   f"effective sample size {gate['effective_sample_size']:g}: " + _verdict(worse))
+
+
+def _verdict(worse: bool) -> str:
+    return "fail, confidently worse" if worse else "pass, not confidently worse"
 
 
 def _reward_model(con: duckdb.DuckDBPyConnection, version: str, live_version: str, since: datetime, encoder: Encoder,
                   rollout: RolloutConfig, trainer: TrainerConfig, scope: Scope,
-                  config: RewardModelConfig) -> tuple[dict[str, Any] | None, str]:
-    """The reward model's estimate of the shadow beside the served decisions (None until it has
-    scored requests of `rollout.min_episodes` episodes, or while too few outcomes are recorded to
-    fit the reward model), and its analysis line."""
+                  config: RewardModelConfig) -> tuple[bool | None, str]:
+    """Whether the reward model's estimate of the shadow beside the served decisions is confidently
+    worse (None until it has scored requests of `rollout.min_episodes` episodes, or while too few
+    outcomes are recorded to fit the reward model), and its analysis line."""
     from agentgym.trainer.lightning.llm_gate import estimate, scored_episodes
     from agentgym.trainer.lightning.reward_model import NotEnoughData
 
@@ -121,7 +132,8 @@ def _reward_model(con: duckdb.DuckDBPyConnection, version: str, live_version: st
     except NotEnoughData as exc:
         return None, f"reward-model estimate: no reward model yet ({exc})"
     held = gate["reward_model_held_out"]
-    return gate, (f"reward-model estimate: {gate['new']:.4f} against {live_version}'s {gate['current']:.4f} on "
-                  f"{gate['requests']} requests of {gate['episodes']} episodes, difference {gate['difference']:+.4f} "
-                  f"(95% {gate['ci95']}); the reward model's held-out accuracy {held['accuracy']} (majority "
-                  f"{held['majority_accuracy']}), AUC {held['auc']}: {'pass' if gate['passed'] else 'fail'}")
+    return not gate["passed"], (
+        f"reward-model estimate: {gate['new']:.4f} against {live_version}'s {gate['current']:.4f} on "
+        f"{gate['requests']} requests of {gate['episodes']} episodes, difference {gate['difference']:+.4f} "
+        f"(95% {gate['ci95']}); the reward model's held-out accuracy {held['accuracy']} (majority "
+        f"{held['majority_accuracy']}), AUC {held['auc']}: " + _verdict(not gate["passed"]))

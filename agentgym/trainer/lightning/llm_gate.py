@@ -7,8 +7,9 @@ scored beside the served decisions: each decision, the shadow's and the served o
 by the reward model fitted on the store's recorded outcomes (`reward_model.choice_value`: the
 predicted success of the forced tool; for tools offered or all left to the agent's model, of
 the tool that model then called if it was among them, else their mean), and the shadow passes
-when its mean value, paired request by request, is not below the served one's by more than
-`trainer.gate_margin`. The interval is a bootstrap over episodes. What this estimates is the
+unless its mean value, paired request by request, is confidently below the served one's (the
+whole 95% interval of the difference, a bootstrap over episodes, below `-trainer.gate_margin`:
+the rule of the default planner's shadow, `agentgym.trainer.shadow`). What this estimates is the
 predicted success of the first tool call each would lead to; the reward model's own held-out
 agreement is reported beside it, since the estimate is only as good as that.
 """
@@ -89,4 +90,4 @@ def estimate(con: duckdb.DuckDBPyConnection, version: str, since: datetime, scop
     difference = float(differences.mean())
     return {**out, "new": round(float(np.mean(shadow)), 4), "current": round(float(np.mean(served)), 4),
             "difference": round(difference, 4), "ci95": [round(float(low), 4), round(float(high), 4)],
-            "margin": margin, "passed": difference >= -margin}
+            "margin": margin, "passed": bool(high >= -margin)}
