@@ -347,6 +347,35 @@ def policies_shadow(
     console.print(f"{version} scores every request in shadow")
 
 
+@policies_app.command("register-llm")
+def policies_register_llm(
+    model: Annotated[str, typer.Argument(help="the planner model as its server serves it (vLLM served name or "
+                                              "LoRA adapter)")],
+    server: Annotated[str, typer.Option(help="the OpenAI-compatible server serving MODEL, e.g. "
+                                             "http://127.0.0.1:8000/v1")],
+    config: ConfigOption = None,
+    db: DbOption = None,
+    parent: Annotated[str | None, typer.Option(help="the version it was trained from")] = None,
+) -> None:
+    """Register an LLM planner (engine "lightning", e.g. weights Agent Lightning's VERL run produced and a
+    server now serves) as a candidate version; promote, shadow or canary it like any other."""
+    from pydantic import ValidationError
+
+    from agentgym.trainer.registry import LlmSpec
+
+    try:
+        spec = LlmSpec(model=model, server=server)
+    except ValidationError as exc:
+        err.print(f"[red]{'; '.join(e['msg'].removeprefix('Value error, ') for e in exc.errors())}[/red]")
+        raise typer.Exit(1) from exc
+    registry = _registry(config, db)
+    if parent is not None and parent not in registry.index().versions:
+        err.print(f"[red]no policy version {parent!r}[/red]")
+        raise typer.Exit(1)
+    version = registry.register_llm(spec, parent=parent, training={"engine": "lightning", "by": _person()}, gate={})
+    console.print(f"{version.version}: {model} at {spec.server} (candidate)")
+
+
 @policies_app.command("rollback")
 def policies_rollback(
     config: ConfigOption = None,

@@ -195,7 +195,7 @@ class RolloutConfig(Section):
         return self
 
 
-def _http_url(value: str | None, what: str) -> str | None:
+def http_url(value: str | None, what: str) -> str | None:
     """An http(s) URL with a host, without a trailing slash; a clear error otherwise."""
     if value is None:
         return None
@@ -269,18 +269,28 @@ class LightningConfig(Section):
     key_env: str = Field("AGL_KEY", description="environment variable holding agl-server's key (its `key=`); "
                          "never written to the configuration, the store or logs")
     min_contexts: int = Field(20, ge=2, description="fewer recorded contexts (with tools offered) than this: no run")
+    gateway: bool = Field(False, description="the proxy's LLM planner asks the live version through agl-server's "
+                          "gateway (each episode an Agent Lightning rollout with its planner calls and, once its "
+                          "feedback comes, its reward); off: it asks each version's server directly")
+    planner_timeout_s: float = Field(5.0, gt=0, description="an LLM planner's answer later than this: the request "
+                                     "goes to the model unchanged (and the failure is counted)")
+    planner_temperature: float = Field(1.0, ge=0, description="the LLM planner's sampling temperature when asked "
+                                       "directly (through the gateway, agl-server's default_proxy.train.temperature "
+                                       "applies: its gateway sets it)")
+    planner_max_tokens: int = Field(64, ge=1, description="the most tokens of the LLM planner's answer (a tool call "
+                                    "or a few tool names)")
     reward_model: RewardModelConfig = RewardModelConfig()
     verl: VerlSettings = VerlSettings()
 
     @field_validator("model_server_url")
     @classmethod
     def _model_server(cls, value: str | None) -> str | None:
-        return _http_url(value, "lightning.model_server_url")
+        return http_url(value, "lightning.model_server_url")
 
     @field_validator("server_url")
     @classmethod
     def _server(cls, value: str) -> str:
-        return _http_url(value, "lightning.server_url")
+        return http_url(value, "lightning.server_url")
 
     @field_validator("planner_model")
     @classmethod

@@ -6,16 +6,20 @@
 - `recording_app` is an OpenAI-compatible upstream that remembers the headers it was sent.
 - `register_policy` and `wait_for_planner` put policy versions in a registry and wait until a
   running proxy serves them.
+- `AglServer` runs Agent Lightning's `agl-server`; `token_ids_app` and `PlannerStandIn` answer as
+  vLLM does for an LLM planner, the latter failing, stalling or babbling when a test says so.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,11 +30,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from agentgym.scenarios.local_stack import free_port
+from agentgym.scenarios.local_stack import free_port, start_agl_server
 from agentgym.scenarios.model_server import chat_completions as sim_chat_completions
 from agentgym.scenarios.simulated_model import ModelKnobs, SimulatedModel
 from agentgym.trainer.policy import PolicyWeights
 from agentgym.trainer.registry import Registry
+
+KEY = "agentgym-test-key"  # agl-server's key in the tests
 
 
 class ThreadServer:
@@ -156,24 +162,70 @@ def wait_for_planner(url: str, *, live: str | None, canary: str | None = None, s
     raise AssertionError(f"the planner loaded {loaded}, not {wanted}")
 
 
-def token_ids_app() -> Starlette:
+async def token_ids_chat(request: Request) -> Response:
     """The stand-in model answering as vLLM does when asked (`return_token_ids`, `logprobs`): the
     prompt's and the answer's token ids (here the UTF-8 bytes of their JSON) and a log-probability
     per answer token, which Agent Lightning's gateway records and its triplet export reads."""
+    asked = orjson.loads(await request.body())
+    answered = await sim_chat_completions(request)
+    body = orjson.loads(answered.body)
+    if asked.get("return_token_ids"):
+        body["prompt_token_ids"] = list(orjson.dumps(asked.get("messages")))
+        for choice in body["choices"]:
+            choice["token_ids"] = list(orjson.dumps(choice["message"]))
+    if asked.get("logprobs"):
+        for choice in body["choices"]:
+            tokens = choice.get("token_ids") or list(orjson.dumps(choice["message"]))
+            choice["logprobs"] = {"content": [{"token": str(t), "logprob": -0.01, "bytes": [t], "top_logprobs": []}
+                                              for t in tokens]}
+    return JSONResponse(body, answered.status_code)
 
-    async def chat(request: Request) -> Response:
-        asked = orjson.loads(await request.body())
-        answered = await sim_chat_completions(request)
-        body = orjson.loads(answered.body)
-        if asked.get("return_token_ids"):
-            body["prompt_token_ids"] = list(orjson.dumps(asked.get("messages")))
-            for choice in body["choices"]:
-                choice["token_ids"] = list(orjson.dumps(choice["message"]))
-                if asked.get("logprobs"):
-                    choice["logprobs"] = {"content": [{"token": str(t), "logprob": -0.25, "bytes": [t],
-                                                       "top_logprobs": []} for t in choice["token_ids"]]}
-        return JSONResponse(body, answered.status_code)
 
-    app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+def token_ids_app() -> Starlette:
+    app = Starlette(routes=[Route("/v1/chat/completions", token_ids_chat, methods=["POST"])])
     app.state.model = SimulatedModel(ModelKnobs(argument_error_rate=0))
     return app
+
+
+class PlannerStandIn:
+    """A planner model on loopback: `token_ids_chat`, or as `mode` says, "fail" (HTTP 500), "slow"
+    (the answer after `delay_s`) or "text" (it answers `text`). Keeps every body it was sent."""
+
+    def __init__(self) -> None:
+        self.mode = "answer"
+        self.delay_s = 3.0
+        self.text = "any"
+        self.asked: list[dict[str, Any]] = []
+
+    def app(self) -> Starlette:
+        async def chat(request: Request) -> Response:
+            self.asked.append(orjson.loads(await request.body()))
+            if self.mode == "fail":
+                return JSONResponse({"error": {"message": "planner down", "type": "server_error"}}, 500)
+            if self.mode == "slow":
+                await asyncio.sleep(self.delay_s)
+            answered = await token_ids_chat(request)
+            if self.mode == "text":
+                body = orjson.loads(answered.body)
+                body["choices"][0]["message"] = {"role": "assistant", "content": self.text}
+                body["choices"][0]["logprobs"] = None
+                return JSONResponse(body)
+            return answered
+
+        app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+        app.state.model = SimulatedModel(ModelKnobs(argument_error_rate=0))
+        return app
+
+
+class AglServer:
+    """`agl-server` on 127.0.0.1, with a client holding its key."""
+
+    def __init__(self, workdir: Path, model_name: str) -> None:
+        self.service = start_agl_server(workdir, model_name=model_name, key=KEY)
+        self.port, self.url = self.service.port, self.service.url
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"authorization": f"Bearer {KEY}"}, timeout=30)
+
+    def stop(self) -> None:
+        self.service.stop(15)

@@ -24,6 +24,8 @@ import yaml
 
 pytest.importorskip("agentlightning", reason="Agent Lightning is not installed: pip install -e '.[dev]'")
 
+from helpers import KEY, AglServer  # noqa: E402
+
 from agentgym.config import LightningConfig, RewardModelConfig, load_settings  # noqa: E402
 from agentgym.scenarios import local_stack  # noqa: E402
 from agentgym.scenarios.agents import run_episodes  # noqa: E402
@@ -37,45 +39,7 @@ from agentgym.trainer.lightning.reward_model import NotEnoughData, RewardModel, 
 from agentgym.trainer.lightning.verl_config import check_against_agent_lightning, verl_config  # noqa: E402
 from agentgym.trainer.rounds import held_out_for_gate  # noqa: E402
 
-KEY = "agentgym-test-key"
 EPISODES = 80
-
-
-class AglServer:
-    """`agl-server` as a child process on 127.0.0.1 (Hydra overrides on its command line)."""
-
-    def __init__(self, workdir: Path, model_name: str) -> None:
-        self.port = local_stack.free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = workdir / f"agl-server-{self.port}.log"
-        workdir.mkdir(parents=True, exist_ok=True)
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [str(Path(sys.executable).parent / "agl-server"), "host=127.0.0.1", f"port={self.port}",
-                 f"key={KEY}", f"default_proxy.model_name={model_name}", f"hydra.run.dir={workdir}"],
-                cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"agl-server did not start:\n{self.log.read_text()}")
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"authorization": f"Bearer {KEY}"}, timeout=30)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -296,8 +260,17 @@ def test_prepare_writes_the_run_the_replay_agent_reads(recorded, tmp_path):
     call = lambda name: {"role": "assistant", "tool_calls": [{"id": "c", "type": "function",  # noqa: E731
                                                                 "function": {"name": name, "arguments": "{}"}}]}
     assert score(call("get_order_status"), row, reward_of)[0] > 0.5 > score(call("fetch_order_status"), row, reward_of)[0]
-    assert score(call("delete_everything"), row, reward_of) == (0.0, "called 'delete_everything', which was not offered")
-    assert score({"role": "assistant", "content": "hi"}, row, reward_of) == (0.0, "no tool called")
+    assert score(call("get_order_status"), row, reward_of)[1] == "forced get_order_status"
+    assert score(call("delete_everything"), row, reward_of)[0] == 0.0  # not offered: unusable
+    assert "'hi' was not offered" in score({"role": "assistant", "content": "hi"}, row, reward_of)[1]
+    # left to the agent's model: what it called in the recording, if among the tools left, else their mean
+    left_all = score({"role": "assistant", "content": "any"}, row, reward_of)
+    assert left_all == (reward_of(row["messages"], next(t["function"] for t in row["tools"]
+                                                        if t["function"]["name"] == row["called"])),
+                        f"defer: the model called {row['called']}")
+    others = [t["function"] for t in row["tools"] if t["function"]["name"] != row["called"]][:2]
+    offered = score({"role": "assistant", "content": ", ".join(f["name"] for f in others)}, row, reward_of)
+    assert offered[0] == pytest.approx(sum(reward_of(row["messages"], f) for f in others) / 2)
     overrides = yaml.safe_load((run_dir / "verl_overrides.yaml").read_text())
     assert overrides["agentlightning"]["local"]["env_map"]["AGENTGYM_REPLAY_FILE"] == str(run_dir / "replay.jsonl")
 
@@ -309,6 +282,8 @@ def test_replay_rollouts_run_by_agl_controller_complete_with_the_reward_models_r
     starts a ReplayAgent per rollout; each asks the planner through the gateway and posts its reward."""
     from agentlightning.verl.agl_rollout_manager import AglRolloutManager
     from helpers import ThreadServer, token_ids_app
+
+    from agentgym.proxy.llm_planner import planner_request
 
     from agentgym.trainer.lightning.launch import prepare
 
@@ -346,8 +321,11 @@ def test_replay_rollouts_run_by_agl_controller_complete_with_the_reward_models_r
             assert rollout.rollout_state == "succeeded", (rollout.error_message, controller_log.read_text()[-3000:])
             row = rows[rollout.input["data_id"]]
             [request] = [e for e in rollout.events if e["event_type"] == "model_request"]
-            # the gateway sent the recorded conversation and tools, asked for token ids, and got them
-            assert request["data"]["request"]["messages"] == row["messages"]
+            # the gateway asked the production planner's question on the recorded conversation and tools,
+            # asked for token ids, and got them
+            question = planner_request(row["messages"], [t["function"] for t in row["tools"]])
+            assert request["data"]["request"]["messages"] == question["messages"]
+            assert request["data"]["request"]["tools"] == question["tools"]
             assert request["data"]["request"]["return_token_ids"] is True
             answer = request["data"]["response"]["choices"][0]["message"]
             name = answer["tool_calls"][0]["function"]["name"]

@@ -3,6 +3,7 @@ baseline the planner's records give, pausing, and the configuration's checks."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 
@@ -152,14 +153,19 @@ def _serve(tmp_path, registry: Registry, planner: PlannerConfig, succeeds: dict[
     served = Planner(planner, registry, recorder, encoder=shared_encoder())
     served.refresh()
     body = {"model": "m", "tools": TOOLS, "messages": [{"role": "user", "content": "Weather in Paris?"}]}
-    for i in range(n):
-        record = InferenceRecord(id=f"inf-{i}", episode_id=f"ep-{i}", episode_link="header", created_at=time.time(),
-                                 model="m", provider="openai", stream=False, tools_offered=3, tool_choice=None,
-                                 status=200, latency_ms=float(rng.uniform(50, 150)))
-        served.plan(body, record)
-        recorder.add("inferences", record.to_row(10, 5, False, 0.001 if i % 3 else None, with_bodies=False))
-        recorder.add("feedback", (f"fb-{i}", time.time(), "episode", record.episode_id, record.episode_id, None,
-                                  bool(rng.random() < succeeds[record.arm]), None))
+
+    async def serve() -> None:
+        for i in range(n):
+            record = InferenceRecord(id=f"inf-{i}", episode_id=f"ep-{i}", episode_link="header",
+                                     created_at=time.time(), model="m", provider="openai", stream=False,
+                                     tools_offered=3, tool_choice=None, status=200,
+                                     latency_ms=float(rng.uniform(50, 150)))
+            await served.plan(body, record)
+            recorder.add("inferences", record.to_row(10, 5, False, 0.001 if i % 3 else None, with_bodies=False))
+            recorder.add("feedback", (f"fb-{i}", time.time(), "episode", record.episode_id, record.episode_id, None,
+                                      bool(rng.random() < succeeds[record.arm]), None))
+
+    asyncio.run(serve())
     recorder.close()
     return duckdb.connect(str(path), read_only=True)
 

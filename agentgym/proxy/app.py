@@ -24,6 +24,7 @@ from agentgym.proxy.admin import PolicyAdmin, admin_allowed, denied
 from agentgym.proxy.chat_completions import BadRequest, ChatCompletions
 from agentgym.proxy.episodes import EpisodeLinker
 from agentgym.proxy.feedback import FeedbackEndpoint
+from agentgym.proxy.llm_planner import LlmPlanner
 from agentgym.proxy.outcomes import OutcomeClassifier
 from agentgym.proxy.planner import Planner
 from agentgym.proxy.upstream import (
@@ -74,7 +75,9 @@ def build_proxy(settings: Settings) -> Proxy:
     upstream = OpenAICompatible(settings.upstream)
     metrics = ProxyMetrics(recorder)
     registry = Registry(settings.planner.policies_dir or default_dir(settings.store.path))
-    planner = Planner(settings.planner, registry, recorder)
+    llm = LlmPlanner(settings.lightning, settings.trainer.reward,
+                     lambda stage: metrics.internal_errors.labels(stage).inc())
+    planner = Planner(settings.planner, registry, recorder, llm=llm)
     chat = ChatCompletions(
         settings,
         upstream=upstream,
@@ -86,9 +89,9 @@ def build_proxy(settings: Settings) -> Proxy:
         planner=planner,
     )
     schedule = Schedule(settings.trainer, settings.planner, Scope.configured(settings.episodes), registry,
-                        recorder.reader, lambda: planner.encoder, settings.rollout)
-    return Proxy(settings, recorder, costing, linker, upstream, metrics, chat, FeedbackEndpoint(linker, recorder),
-                 planner, schedule)
+                        recorder.reader, lambda: planner.encoder, settings.rollout, settings.lightning.reward_model)
+    return Proxy(settings, recorder, costing, linker, upstream, metrics, chat,
+                 FeedbackEndpoint(linker, recorder, on_episode_outcome=llm.episode_ended), planner, schedule)
 
 
 async def _watch_policies(planner: Planner, every_s: float) -> None:
@@ -123,6 +126,8 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
             if proxy.server_note is not None:
                 live_server.withdraw(settings.store.path, proxy.server_note)
             await proxy.upstream.aclose()
+            if proxy.planner.llm is not None:
+                await proxy.planner.llm.aclose()
             await run_in_threadpool(proxy.recorder.flush)
             await run_in_threadpool(proxy.costing.settle)
             await run_in_threadpool(proxy.recorder.close)
@@ -159,6 +164,8 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
             },
             # the versions the planner has loaded (requests before that pass unchanged: it fails open)
             "planner": proxy.planner.loaded(),
+            # the LLM planner version Agent Lightning's gateway was pointed at (lightning.gateway)
+            "agent_lightning_gateway": proxy.planner.llm.gateway_version if proxy.planner.llm else None,
         }
         return JSONResponse(body, 200 if recorder.healthy else 503)
 

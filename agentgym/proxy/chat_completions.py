@@ -116,7 +116,7 @@ class ChatCompletions:
         self._record_tool_results(messages, record)
         ours = {EPISODE_HEADER: link.episode_id, INFERENCE_HEADER: record.id}
         with self._fail_open("planner"):
-            planned = self.planner.plan(payload, record)
+            planned = await self.planner.plan(payload, record)
             if planned is not None:
                 payload, body = planned, orjson.dumps(planned)
 

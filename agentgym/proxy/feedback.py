@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -53,9 +54,11 @@ class Feedback(BaseModel):
 
 
 class FeedbackEndpoint:
-    def __init__(self, linker: EpisodeLinker, recorder: Recorder) -> None:
+    def __init__(self, linker: EpisodeLinker, recorder: Recorder,
+                 on_episode_outcome: Callable[[str, float | None, bool | None], None] | None = None) -> None:
         self.linker = linker
         self.recorder = recorder
+        self.on_episode_outcome = on_episode_outcome  # told an episode's own feedback (its Agent Lightning reward)
 
     async def handle(self, request: Request) -> Response:
         try:
@@ -78,6 +81,8 @@ class FeedbackEndpoint:
             (feedback_id, time.time(), key.removesuffix("_id"), value, episode_id, feedback.reward, feedback.success,
              orjson.dumps(feedback.metadata).decode() if feedback.metadata is not None else None),
         )
+        if key == "episode_id" and self.on_episode_outcome is not None:
+            self.on_episode_outcome(episode_id, feedback.reward, feedback.success)
         return JSONResponse({"id": feedback_id, "episode_id": episode_id, "recorded": True})
 
     def _stored_episode(self, key: str, value: str) -> str | None:

@@ -11,6 +11,11 @@ re-read from the registry when its index changes (`refresh`, every `planner.refr
 version whose artifact fails its checksum is refused and the one serving keeps serving. The
 swap is one reference assignment: a request in flight finishes with the version it started
 with. Everything here runs inside the proxy's fail-open guard.
+
+A version is the default planner's weights (`agentgym.trainer.policy`, scored here) or an LLM
+planner (engine "lightning"), asked by `agentgym.proxy.llm_planner`; the arms, the records and
+the actions are the same for both. An LLM shadow is asked beside the request, not before it:
+its decision is recorded when it answers, and the served request never waits for it.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -32,12 +38,17 @@ from agentgym.proxy.usage import InferenceRecord
 from agentgym.store.recorder import Recorder
 from agentgym.trainer.encoder import Encoder, shared_encoder
 from agentgym.trainer.policy import Choice, PolicyWeights, bucket, decide
-from agentgym.trainer.registry import CorruptPolicy, Registry, Version
+from agentgym.trainer.registry import CorruptPolicy, LlmSpec, Registry, Version
+
+if TYPE_CHECKING:
+    from agentgym.proxy.llm_planner import LlmPlanner
 
 log = logging.getLogger(__name__)
 
 CONTEXT_CHARS = 1200
 TOOL_CACHE = 4096
+GATEWAY_RETRY_S = 10.0  # after a failure to point Agent Lightning's gateway at the live version
+Served = tuple[Version, PolicyWeights | LlmSpec]
 
 
 def context_text(messages: list[dict[str, Any]]) -> str:
@@ -67,20 +78,22 @@ def episode_share(episode_id: str) -> float:
 
 class Planner:
     def __init__(self, config: PlannerConfig, registry: Registry, recorder: Recorder, *,
-                 encoder: Encoder | None = None) -> None:
+                 encoder: Encoder | None = None, llm: LlmPlanner | None = None) -> None:
         self.config = config
         self.registry = registry
         self.recorder = recorder
-        self.live: tuple[Version, PolicyWeights] | None = None
-        self.canary: tuple[Version, PolicyWeights, float] | None = None  # and its percentage of episodes
-        self.shadow: tuple[Version, PolicyWeights] | None = None
+        self.llm = llm  # asks LLM planner versions; without it they are refused
+        self.live: Served | None = None
+        self.canary: tuple[Version, PolicyWeights | LlmSpec, float] | None = None  # and its percentage of episodes
+        self.shadow: Served | None = None
         self.refused: set[str] = set()
         self._encoder = encoder
         self._stamp: float | None = None
         self._refreshing = threading.Lock()  # the watcher and an admin change may refresh at once
+        self._point_after = 0.0  # when to try again to point the gateway at the live version
         self._rng = np.random.default_rng(config.seed)
         self._shadow_rng = np.random.default_rng(None if config.seed is None else config.seed + 1)
-        self._tools: OrderedDict[str, np.ndarray] = OrderedDict()  # spec hash -> vector, most recent last
+        self._tools: OrderedDict[str, np.ndarray | None] = OrderedDict()  # spec hash -> vector, most recent last
 
     @property
     def encoder(self) -> Encoder:
@@ -90,23 +103,32 @@ class Planner:
 
     def refresh(self) -> None:
         """Serve the registry's live and canary versions, and score with its shadow version; keep
-        the current ones if a new artifact is refused.
+        the current ones if a new artifact is refused. With `lightning.gateway` on, keep Agent
+        Lightning's gateway on the live LLM version.
 
         Blocking (it may load, or at a machine's first use distil, the encoder): run it off the
         event loop. One at a time: a refresh that read the index earlier must not finish after
         one that read it later, leaving the older versions serving."""
         with self._refreshing:
             stamp = self.registry.stamp()
-            if stamp == self._stamp:
-                return
-            self._stamp = stamp
-            index = self.registry.index()
-            self.live = self._serving(index.live, self.live)
-            canary = index.canary
-            loaded = self._serving(canary.version if canary else None, self.canary[:2] if self.canary else None,
-                                   keep_on_refusal=False)
-            self.canary = (*loaded, canary.percent) if loaded and canary else None
-            self.shadow = self._serving(index.shadow_version, self.shadow, keep_on_refusal=False)
+            if stamp != self._stamp:
+                self._stamp = stamp
+                index = self.registry.index()
+                self.live = self._serving(index.live, self.live)
+                canary = index.canary
+                loaded = self._serving(canary.version if canary else None, self.canary[:2] if self.canary else None,
+                                       keep_on_refusal=False)
+                self.canary = (*loaded, canary.percent) if loaded and canary else None
+                self.shadow = self._serving(index.shadow_version, self.shadow, keep_on_refusal=False)
+            self._keep_gateway_on_live()
+
+    def _keep_gateway_on_live(self) -> None:
+        live, llm = self.live, self.llm
+        if (llm is None or not llm.config.gateway or live is None or not isinstance(live[1], LlmSpec)
+                or llm.gateway_version == live[0].version or time.monotonic() < self._point_after):
+            return
+        if not llm.point_gateway(live[0], live[1]):
+            self._point_after = time.monotonic() + GATEWAY_RETRY_S
 
     def loaded(self) -> dict[str, str | None]:
         """The versions loaded now, live, canary and shadow (what serves may lag the registry by a
@@ -114,11 +136,10 @@ class Planner:
         name = lambda served: served[0].version if served else None  # noqa: E731
         return {"live": name(self.live), "canary": name(self.canary), "shadow": name(self.shadow)}
 
-    def _serving(self, wanted: str | None, current: tuple[Version, PolicyWeights] | None, *,
-                 keep_on_refusal: bool = True) -> tuple[Version, PolicyWeights] | None:
-        """`wanted`'s weights (`current` if it is that version already). If `wanted` is refused:
-        `current` for the live version (the one serving keeps serving), none for a canary or a
-        shadow (another version must not take a place the registry gave to `wanted`)."""
+    def _serving(self, wanted: str | None, current: Served | None, *, keep_on_refusal: bool = True) -> Served | None:
+        """`wanted`'s weights or spec (`current` if it is that version already). If `wanted` is
+        refused: `current` for the live version (the one serving keeps serving), none for a canary
+        or a shadow (another version must not take a place the registry gave to `wanted`)."""
         if wanted is None:
             return None
         if current is not None and current[0].version == wanted:
@@ -132,14 +153,19 @@ class Planner:
             self.refused.add(wanted)
             log.exception("policy %s refused; %s serves", wanted, fallback[0].version if fallback else "none")
             return fallback
-        if loaded[0].encoder_checksum != self.encoder.checksum:
+        if isinstance(loaded[1], LlmSpec):
+            if self.llm is None:
+                self.refused.add(wanted)
+                log.error("policy %s is an LLM planner and this planner asks none; refused", wanted)
+                return fallback
+        elif loaded[0].encoder_checksum != self.encoder.checksum:
             self.refused.add(wanted)
             log.error("policy %s was trained on another encoder; refused", wanted)
             return fallback
         log.info("now serving policy %s", wanted)
         return loaded
 
-    def arm(self, episode_id: str) -> tuple[str, tuple[Version, PolicyWeights] | None]:
+    def arm(self, episode_id: str) -> tuple[str, Served | None]:
         """The arm an episode is on and the version serving it: "control" (none) for
         `control_share` of episodes, "canary" for the canary's share, else "live"."""
         share = episode_share(episode_id)
@@ -150,7 +176,7 @@ class Planner:
             return "canary", canary[:2]
         return "live", self.live
 
-    def plan(self, payload: dict[str, Any], record: InferenceRecord) -> dict[str, Any] | None:
+    async def plan(self, payload: dict[str, Any], record: InferenceRecord) -> dict[str, Any] | None:
         """The request as the policy would send it, or None to send it unchanged. Records the
         decision, and the shadow version's would-be decision beside it (never applied)."""
         arm, serving = self.arm(record.episode_id)  # set only once the encoder is loaded (refresh)
@@ -163,25 +189,41 @@ class Planner:
         functions = [t.get("function") for t in tools if isinstance(t, dict) and t.get("type") == "function"]
         if len(functions) != len(tools) or not all(isinstance(f, dict) and f.get("name") for f in functions):
             return None
-        context = context_text(payload.get("messages") or [])
-        hashes, vectors = zip(*(self._tool(f) for f in functions), strict=True)
-        scored = (self.encoder.encode(context), np.stack(vectors), np.array([bucket(f["name"]) for f in functions]))
+        messages = payload.get("messages") or []
+        context = context_text(messages)
+        specs = [self._tool(f) for f in functions]
         names = [f["name"] for f in functions]
+        scored: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # the default planner's inputs, once
+
+        def weigh(weights: PolicyWeights, rng: np.random.Generator) -> Choice:
+            if not scored:
+                scored.append((self.encoder.encode(context), np.stack([self._vector(*spec) for spec in specs]),
+                               np.array([bucket(name) for name in names])))
+            return decide(weights, *scored[0], self.config, rng)
 
         def record_decision(version: Version, as_arm: str, choice: Choice) -> None:
             self.recorder.add("decisions", (
                 new_id("dec"), record.id, record.episode_id, record.created_at, version.version, as_arm, choice.action,
                 names[choice.tool] if choice.action == "force" else None, choice.tool, choice.propensity,
-                orjson.dumps(list(hashes)).decode(), orjson.dumps([names[i] for i in choice.offered]).decode(),
+                orjson.dumps([key for key, _ in specs]).decode(),
+                orjson.dumps([names[i] for i in choice.offered]).decode(),
                 context))
 
         if shadow is not None:  # its own draws: the served decisions are the same with or without a shadow
-            record_decision(shadow[0], "shadow", decide(shadow[1], *scored, self.config, self._shadow_rng))
+            if isinstance(shadow[1], LlmSpec):
+                self.llm.spawn(self._ask_shadow(shadow, messages, functions, record.episode_id, record_decision))
+            else:
+                record_decision(shadow[0], "shadow", weigh(shadow[1], self._shadow_rng))
         if serving is None:
             return None
-        version, weights = serving
-        choice = decide(weights, *scored, self.config, self._rng)
+        version, policy = serving
         record.policy_version, record.arm = version.version, arm
+        if isinstance(policy, LlmSpec):
+            choice = await self.llm.choose(version, policy, messages, functions, record.episode_id)
+            if choice is None:
+                return None  # it failed (counted): the request goes unchanged
+        else:
+            choice = weigh(policy, self._rng)
         record_decision(version, arm, choice)
         if choice.action == "defer":
             return None
@@ -190,16 +232,28 @@ class Planner:
             changed["tool_choice"] = {"type": "function", "function": {"name": names[choice.tool]}}
         return changed
 
-    def _tool(self, function: dict[str, Any]) -> tuple[str, np.ndarray]:
+    async def _ask_shadow(self, shadow: Served, messages: list[dict[str, Any]], functions: list[dict[str, Any]],
+                          episode_id: str, record_decision: Callable[[Version, str, Choice], None]) -> None:
+        choice = await self.llm.choose(shadow[0], shadow[1], messages, functions, episode_id)
+        if choice is not None:
+            record_decision(shadow[0], "shadow", choice)
+
+    def _tool(self, function: dict[str, Any]) -> tuple[str, str]:
+        """A tool's spec hash and text, its spec recorded the first time (the trainer reads tools' texts there)."""
         text = tool_text(function)
         key = spec_hash(text)
+        if key in self._tools:
+            self._tools.move_to_end(key)
+        else:
+            self._tools[key] = None
+            if len(self._tools) > TOOL_CACHE:
+                self._tools.popitem(last=False)
+            self.recorder.add("tool_specs", (key, time.time(), str(function["name"]), text))
+        return key, text
+
+    def _vector(self, key: str, text: str) -> np.ndarray:
         vector = self._tools.get(key)
         if vector is None:
             vector = self.encoder.encode(text)
             self._tools[key] = vector
-            if len(self._tools) > TOOL_CACHE:
-                self._tools.popitem(last=False)
-            self.recorder.add("tool_specs", (key, time.time(), str(function["name"]), text))
-        else:
-            self._tools.move_to_end(key)
-        return key, vector
+        return vector

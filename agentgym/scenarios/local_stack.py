@@ -1,4 +1,5 @@
-"""The stand-in model and the proxy as real processes on loopback, for the demo, tests and benchmarks."""
+"""The stand-in model, the proxy and Agent Lightning's server as real processes on loopback, for the
+demo, tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -54,14 +55,15 @@ class Service:
 
 
 def start(name: str, args: list[str], *, port: int, ready_path: str, log_dir: Path, env: dict[str, str] | None = None,
-          timeout: float = 60) -> Service:
-    """Run `python -m agentgym ARGS` and wait until GET ready_path answers 200."""
+          timeout: float = 60, command: list[str] | None = None) -> Service:
+    """Run `python -m agentgym ARGS` (or `command`, in `log_dir`) and wait until GET ready_path answers 200."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}-{port}.log"
     child_env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", **(env or {})}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "agentgym", *args], stdout=log, stderr=subprocess.STDOUT, env=child_env
+            command or [sys.executable, "-m", "agentgym", *args], stdout=log, stderr=subprocess.STDOUT, env=child_env,
+            cwd=log_dir if command else None,
         )
     service = Service(name, port, process, log_path)
     deadline = time.monotonic() + timeout
@@ -92,3 +94,12 @@ def start_proxy(upstream: str, db: Path, log_dir: Path, *, port: int | None = No
     service = start("proxy", args, port=port, ready_path="/healthz", log_dir=log_dir, env=env)
     service.db = db
     return service
+
+
+def start_agl_server(log_dir: Path, *, model_name: str, key: str, port: int | None = None) -> Service:
+    """Agent Lightning's `agl-server` (Hydra overrides on its command line; its files in `log_dir`):
+    its gateway serves `model_name`, its API wants `key`."""
+    port = port or free_port()
+    command = [str(Path(sys.executable).parent / "agl-server"), "host=127.0.0.1", f"port={port}", f"key={key}",
+               f"default_proxy.model_name={model_name}", f"hydra.run.dir={log_dir / f'agl-{port}'}"]
+    return start("agl-server", [], port=port, ready_path="/healthz", log_dir=log_dir, command=command)

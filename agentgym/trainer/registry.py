@@ -1,12 +1,17 @@
 """Policy versions on disk, beside the store: weights, checksum, parent, statistics, status.
 
-A folder (default: the store's path plus `.policies`) holds one `vN.npz` per version and
+A folder (default: the store's path plus `.policies`) holds one artifact per version and
 `index.json`, which says every version's metadata, which one is live, which one is in canary
 (and for what share of episodes) and which one is in shadow (since when): the rollout's state, so it
 survives restarts. Writers take a file lock and replace the index atomically, so `agentgym
 policies promote` from another process, the trainer and the rollout controller inside the
 proxy never tear it; the proxy watches the index and swaps the versions in (see
 `agentgym.proxy.planner`). An artifact whose checksum does not match is refused.
+
+A version's artifact is `vN.npz`, the default planner's weights, or, for an LLM planner (engine
+"lightning", trained by Agent Lightning), `vN.json`: the model's name as its server serves it
+(a vLLM served name or LoRA adapter) and that server's URL. The weights stay with the model
+server; the small spec is what is checksummed, so an altered spec is refused like altered weights.
 """
 
 from __future__ import annotations
@@ -21,15 +26,33 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from agentgym.config import http_url
 from agentgym.trainer.policy import PolicyWeights
 
 Status = Literal["candidate", "shadow", "canary", "live", "retired", "rolled_back", "refused"]
 
 
+LLM_ENGINE = "lightning"
+
+
 class CorruptPolicy(ValueError):
     pass
+
+
+class LlmSpec(BaseModel):
+    """An LLM planner version's artifact: which model to ask, and where."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, description="the name its server serves it under (vLLM served name, LoRA adapter)")
+    server: str = Field(description="the OpenAI-compatible server serving it, e.g. http://127.0.0.1:8000/v1")
+
+    @field_validator("server")
+    @classmethod
+    def _server(cls, value: str) -> str:
+        return http_url(value, "an LLM planner's server")
 
 
 class Version(BaseModel):
@@ -120,33 +143,48 @@ class Registry:
 
     def register(self, weights: PolicyWeights, *, parent: str | None, encoder: str, encoder_checksum: str,
                  training: dict[str, Any], gate: dict[str, Any], engine: str = "torch") -> Version:
-        data = weights.to_bytes()
+        return self._register(weights.to_bytes(), parent=parent, encoder=encoder, encoder_checksum=encoder_checksum,
+                              engine=engine, training=training, gate=gate)
+
+    def register_llm(self, spec: LlmSpec, *, parent: str | None, training: dict[str, Any],
+                     gate: dict[str, Any]) -> Version:
+        """An LLM planner version: `spec` names the served model; it reads no encoder of ours."""
+        return self._register(orjson.dumps(spec.model_dump()), parent=parent, encoder="none", encoder_checksum="none",
+                              engine=LLM_ENGINE, training=training, gate=gate)
+
+    def _register(self, data: bytes, **fields: Any) -> Version:
         with self._editing() as index:
             number = 1 + max((int(v[1:]) for v in index.versions), default=0)
-            version = Version(version=f"v{number}", created_at=time.time(), parent=parent,
-                              checksum=hashlib.sha256(data).hexdigest(), encoder=encoder,
-                              encoder_checksum=encoder_checksum, engine=engine, training=training, gate=gate)
-            staging = self.folder / f".v{number}.npz.tmp"
+            version = Version(version=f"v{number}", created_at=time.time(),
+                              checksum=hashlib.sha256(data).hexdigest(), **fields)
+            artifact = self._artifact(version)
+            staging = artifact.with_name(f".{artifact.name}.tmp")
             staging.write_bytes(data)
-            os.replace(staging, self.folder / f"v{number}.npz")
+            os.replace(staging, artifact)
             index.versions[version.version] = version
         return version
 
-    def load(self, version: str) -> tuple[Version, PolicyWeights]:
-        """The version's metadata and weights; CorruptPolicy if the artifact is missing or altered."""
+    def _artifact(self, meta: Version) -> Path:
+        return self.folder / f"{meta.version}.{'json' if meta.engine == LLM_ENGINE else 'npz'}"
+
+    def load(self, version: str) -> tuple[Version, PolicyWeights | LlmSpec]:
+        """The version's metadata and weights (an LLM planner's spec); CorruptPolicy if the
+        artifact is missing or altered."""
         meta = self.index().versions.get(version)
         if meta is None:
             raise KeyError(f"no policy version {version!r}")
         try:
-            data = (self.folder / f"{version}.npz").read_bytes()
+            data = self._artifact(meta).read_bytes()
         except FileNotFoundError as exc:
-            raise CorruptPolicy(f"{version}: its weights file is missing") from exc
+            raise CorruptPolicy(f"{version}: its artifact {self._artifact(meta).name} is missing") from exc
         if hashlib.sha256(data).hexdigest() != meta.checksum:
-            raise CorruptPolicy(f"{version}: checksum mismatch, the weights file was altered or truncated")
+            raise CorruptPolicy(f"{version}: checksum mismatch, {self._artifact(meta).name} was altered or truncated")
         try:
+            if meta.engine == LLM_ENGINE:
+                return meta, LlmSpec.model_validate_json(data)
             return meta, PolicyWeights.from_bytes(data)
         except Exception as exc:  # noqa: BLE001 - any unreadable artifact is refused the same way
-            raise CorruptPolicy(f"{version}: unreadable weights ({exc})") from exc
+            raise CorruptPolicy(f"{version}: unreadable artifact ({exc})") from exc
 
     def promote(self, version: str, *, by: str, reason: str) -> Version:
         """Make `version` live (checked loadable first); the one it replaces is retired. A canary

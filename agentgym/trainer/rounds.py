@@ -21,7 +21,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from agentgym.config import PlannerConfig, RolloutConfig, TrainerConfig
+from agentgym.config import PlannerConfig, RewardModelConfig, RolloutConfig, TrainerConfig
 from agentgym.store.queries import Scope, with_base
 from agentgym.trainer.batch import read_batch
 from agentgym.trainer.encoder import ENCODER_ID, Encoder
@@ -64,6 +64,9 @@ def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Enc
             registry.promote(version.version, by=by, reason="first version")
         return {"status": "registered", "version": version.version, "promoted": trainer.promote != "manual"}
     _, current = registry.load(live)
+    if not isinstance(current, PolicyWeights):
+        return {"status": "skipped", "live": live, "reason": f"{live} is an LLM planner: the torch engine trains the "
+                "default planner only; train it with agentgym train --engine lightning"}
     versions = {live} if trainer.older_data == "drop" else None
     batch = usable(read_batch(con, trainer.reward, scope, versions=versions))
     if len(batch) < trainer.min_decisions:
@@ -107,9 +110,11 @@ class Schedule:
 
     def __init__(self, trainer: TrainerConfig, planner: PlannerConfig, scope: Scope, registry: Registry,
                  reader: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
-                 encoder_of: Callable[[], Encoder], rollout: RolloutConfig | None = None) -> None:
+                 encoder_of: Callable[[], Encoder], rollout: RolloutConfig | None = None,
+                 reward_model: RewardModelConfig | None = None) -> None:
         self.trainer, self.planner, self.scope, self.registry = trainer, planner, scope, registry
         self.rollout = rollout or RolloutConfig()
+        self.reward_model = reward_model  # judges LLM planner versions in shadow
         self._reader = reader  # the recorder's in-process read cursors
         self._encoder_of = encoder_of  # loaded on the scheduler's thread, not the event loop
         self._last_round = time.monotonic()
@@ -148,7 +153,7 @@ class Schedule:
                 results = [rollout_check(con, self.registry, self.rollout, self.scope)]
                 if self.registry.index().shadow is not None:
                     results.append(shadow_look(con, self.registry, self._encoder_of(), self.rollout, self.trainer,
-                                               self.planner, self.scope))
+                                               self.planner, self.scope, self.reward_model))
             for result in results:
                 if not result["status"].startswith(("no ", "waiting")):
                     log.info("rollout: %s", result)

@@ -11,7 +11,10 @@ the difference below `-trainer.gate_margin`) is rolled back, having served nothi
 starts its canary at the first step. Only confidently: the estimate reads the live version's
 logged actions, and a version that acts very differently (one that offers where the live one
 defers) is estimated from the few requests where the two agree, which the canary then measures
-for real.
+for real. Where the shadow or the live version is an LLM planner, whose probability of a logged
+choice is not known, the estimate is the reward model's instead
+(`agentgym.trainer.lightning.llm_gate`), over `rollout.min_episodes` episodes the shadow scored,
+judged by the same rule.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ from typing import Any
 
 import duckdb
 
-from agentgym.config import PlannerConfig, RolloutConfig, TrainerConfig
+from agentgym.config import PlannerConfig, RewardModelConfig, RolloutConfig, TrainerConfig
 from agentgym.store.queries import Scope
 from agentgym.trainer.batch import read_batch
 from agentgym.trainer.encoder import Encoder
 from agentgym.trainer.engine import chosen_probabilities, usable
 from agentgym.trainer.gate import evaluate
+from agentgym.trainer.policy import PolicyWeights
 from agentgym.trainer.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -51,7 +55,8 @@ def agreement(con: duckdb.DuckDBPyConnection, version: str, since: datetime) -> 
 
 
 def look(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Encoder, rollout: RolloutConfig,
-         trainer: TrainerConfig, planner: PlannerConfig, scope: Scope) -> dict[str, Any]:
+         trainer: TrainerConfig, planner: PlannerConfig, scope: Scope,
+         reward_model: RewardModelConfig | None = None) -> dict[str, Any]:
     """One look at the running shadow, and what it led to."""
     index = registry.index()
     shadow = index.shadow
@@ -63,23 +68,16 @@ def look(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Encoder, r
         lines.append("off-policy estimate: no live version's decisions to judge it on; start its canary by hand")
         registry.note_analysis(shadow.version, lines)
         return {"status": "waiting", "version": shadow.version, "analysis": lines}
-    batch = usable(read_batch(con, trainer.reward, replace(scope, since=since), versions={index.live}))
-    episodes = len(set(batch.episodes))
-    if episodes < rollout.min_episodes:
-        lines.append(f"off-policy estimate: {episodes} of {rollout.min_episodes} finished episodes of {index.live}")
-        registry.note_analysis(shadow.version, lines)
-        return {"status": "waiting", "version": shadow.version, "analysis": lines}
     (_, candidate), (_, live) = registry.load(shadow.version), registry.load(index.live)
-    gate = evaluate(batch, *chosen_probabilities(batch, encoder, planner.epsilon, candidate, live),
-                    margin=trainer.gate_margin, seed=trainer.seed)
-    worse = [c for c in (gate, gate["untrained"]) if c and c["ci95"][1] < -trainer.gate_margin]
-    untrained = gate["untrained"]
-    against = (f", {untrained['difference']:+.4f} (95% {untrained['ci95']}) against no planner" if untrained else "")
-    lines.append(f"off-policy estimate: {gate['new']:.4f} against {index.live}'s {gate['current']:.4f} over "
-                 f"{gate['episodes']} episodes, difference {gate['difference']:+.4f} (95% {gate['ci95']}){against}, "
-                 f"effective sample size {gate['effective_sample_size']:g}: "
-                 + ("fail, confidently worse" if worse else "pass, not confidently worse"))
+    if isinstance(candidate, PolicyWeights) and isinstance(live, PolicyWeights):
+        worse, line = _off_policy(con, candidate, live, index.live, since, encoder, rollout, trainer, planner, scope)
+    else:
+        worse, line = _reward_model(con, shadow.version, index.live, since, encoder, rollout, trainer, scope,
+                                    reward_model or RewardModelConfig())
+    lines.append(line)
     registry.note_analysis(shadow.version, lines)
+    if worse is None:
+        return {"status": "waiting", "version": shadow.version, "analysis": lines}
     if not worse and index.canary is not None:
         return {"status": "waiting for the canary to end", "version": shadow.version, "analysis": lines}
     outcome = "rollback" if worse else rollout.steps[0]
@@ -90,3 +88,52 @@ def look(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Encoder, r
     log.log(logging.WARNING if outcome == "rollback" else logging.INFO, "shadow %s: %s (%s)", shadow.version, status,
             why)
     return {"status": status, "version": shadow.version, "analysis": lines}
+
+
+def _off_policy(con: duckdb.DuckDBPyConnection, candidate: PolicyWeights, live: PolicyWeights, live_version: str,
+                since: datetime, encoder: Encoder, rollout: RolloutConfig, trainer: TrainerConfig,
+                planner: PlannerConfig, scope: Scope) -> tuple[bool | None, str]:
+    """Whether the gate's estimate on the live version's decisions in episodes finished since
+    `since` is confidently worse than live's or no planner's (None until there are
+    `rollout.min_episodes`), and its analysis line."""
+    batch = usable(read_batch(con, trainer.reward, replace(scope, since=since), versions={live_version}))
+    episodes = len(set(batch.episodes))
+    if episodes < rollout.min_episodes:
+        return None, f"off-policy estimate: {episodes} of {rollout.min_episodes} finished episodes of {live_version}"
+    gate = evaluate(batch, *chosen_probabilities(batch, encoder, planner.epsilon, candidate, live),
+                    margin=trainer.gate_margin, seed=trainer.seed)
+    worse = any(c and c["ci95"][1] < -trainer.gate_margin for c in (gate, gate["untrained"]))
+    untrained = gate["untrained"]
+    against = (f", {untrained['difference']:+.4f} (95% {untrained['ci95']}) against no planner" if untrained else "")
+    return worse, (f"off-policy estimate: {gate['new']:.4f} against {live_version}'s {gate['current']:.4f} over "
+                   f"{gate['episodes']} episodes, difference {gate['difference']:+.4f} (95% {gate['ci95']}){against}, "
+                   f"effective sample size {gate['effective_sample_size']:g}: " + _verdict(worse))
+
+
+def _verdict(worse: bool) -> str:
+    return "fail, confidently worse" if worse else "pass, not confidently worse"
+
+
+def _reward_model(con: duckdb.DuckDBPyConnection, version: str, live_version: str, since: datetime, encoder: Encoder,
+                  rollout: RolloutConfig, trainer: TrainerConfig, scope: Scope,
+                  config: RewardModelConfig) -> tuple[bool | None, str]:
+    """Whether the reward model's estimate of the shadow beside the served decisions is confidently
+    worse (None until it has scored requests of `rollout.min_episodes` episodes, or while too few
+    outcomes are recorded to fit the reward model), and its analysis line."""
+    from agentgym.trainer.lightning.llm_gate import estimate, scored_episodes
+    from agentgym.trainer.lightning.reward_model import NotEnoughData
+
+    episodes = scored_episodes(con, version, since)
+    if episodes < rollout.min_episodes:
+        return None, (f"reward-model estimate: requests of {episodes} of {rollout.min_episodes} episodes scored "
+                      "beside the served decisions")
+    try:
+        gate = estimate(con, version, since, scope, encoder, config, margin=trainer.gate_margin, seed=trainer.seed)
+    except NotEnoughData as exc:
+        return None, f"reward-model estimate: no reward model yet ({exc})"
+    held = gate["reward_model_held_out"]
+    return not gate["passed"], (
+        f"reward-model estimate: {gate['new']:.4f} against {live_version}'s {gate['current']:.4f} on "
+        f"{gate['requests']} requests of {gate['episodes']} episodes, difference {gate['difference']:+.4f} "
+        f"(95% {gate['ci95']}); the reward model's held-out accuracy {held['accuracy']} (majority "
+        f"{held['majority_accuracy']}), AUC {held['auc']}: " + _verdict(not gate["passed"]))

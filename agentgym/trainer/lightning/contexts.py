@@ -48,9 +48,10 @@ class Context:
                      and isinstance(t.get("function"), dict) and t["function"].get("name") == name), None)
 
     def replay_row(self) -> dict[str, Any]:
-        """What a replay rollout is given: the conversation and tools as the client sent them."""
+        """What a replay rollout is given: the conversation and tools as the client sent them, and
+        the tool the model called (to score a planner that leaves the choice to it)."""
         return {"data_id": self.inference_id, "episode_id": self.episode_id, "messages": self.messages,
-                "tools": self.tools}
+                "tools": self.tools, "called": self.called}
 
 
 def replayable(contexts: list[Context]) -> list[Context]:

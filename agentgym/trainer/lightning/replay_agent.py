@@ -4,10 +4,10 @@
 rollout the VERL trainer enqueues, with `AGL_OPENAI_BASE_URL` (the gateway's route for this
 rollout, in front of the model being trained), `AGL_EVENT_URL` and `AGL_KEY` set, and the
 `env_map` of the VERL configuration (`verl_config`): the recorded context's id, the replay file
-and the reward model. The agent asks the planner, through the gateway, which tool to call on
-the recorded conversation and tools (nothing is executed), scores the choice with the reward
-model, and posts it as the rollout's `reward` event. No tool call, or a tool that was not
-offered, scores 0.
+and the reward model. The agent asks the planner, through the gateway, the question the proxy's
+LLM planner asks in production (`agentgym.proxy.llm_planner.planner_request`) on the recorded
+conversation and tools (nothing is executed), scores its answer with the reward model, and posts
+it as the rollout's `reward` event (`score` says how).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 import orjson
+
+from agentgym.proxy.llm_planner import UnusableAnswer, planner_request, read_answer
 
 
 def replay_row(path: Path, data_id: str) -> dict[str, Any]:
@@ -31,15 +33,24 @@ def replay_row(path: Path, data_id: str) -> dict[str, Any]:
 
 
 def score(answer: dict[str, Any], row: dict[str, Any], reward_of: Any) -> tuple[float, str]:
-    """The reward of the planner's `answer` (an assistant message) on `row`, and why."""
-    calls = answer.get("tool_calls") or []
-    if not calls:
-        return 0.0, "no tool called"
-    name = (calls[0].get("function") or {}).get("name")
-    function = next((t["function"] for t in row["tools"] if (t.get("function") or {}).get("name") == name), None)
-    if function is None:
-        return 0.0, f"called {name!r}, which was not offered"
-    return reward_of(row["messages"], function), f"called {name}"
+    """The reward of the planner's `answer` (an assistant message) on `row`, and why: its choice's
+    value by the reward model (`reward_model.choice_value`), with the tool the model called in
+    the recording. An answer naming no offered tool scores 0."""
+    from agentgym.trainer.lightning.reward_model import choice_value
+
+    functions = {t["function"]["name"]: t["function"] for t in row["tools"]}
+    names = list(functions)
+    try:
+        action, chosen = read_answer(answer, names)
+    except UnusableAnswer as exc:
+        return 0.0, str(exc)
+    left = [names[i] for i in chosen]
+    value = choice_value(action, left, row.get("called"),
+                         lambda name: reward_of(row["messages"], functions[name]))
+    if action == "force":
+        return value, f"forced {left[0]}"
+    return value, (f"{action}: the model called {row['called']}" if row.get("called") in left
+                   else f"{action}: the mean over {len(left)} tools")
 
 
 class ReplayAgent:
@@ -54,8 +65,9 @@ class ReplayAgent:
         headers = {"authorization": f"Bearer {key}"} if key else {}
         with httpx.Client(timeout=600, headers=headers) as client:
             # the gateway names the model it serves itself (default_proxy.model_name)
+            functions = [t["function"] for t in row["tools"]]
             response = client.post(f"{os.environ['AGL_OPENAI_BASE_URL']}/chat/completions",
-                                   json={"model": "planner", "messages": row["messages"], "tools": row["tools"]})
+                                   json={"model": "planner", **planner_request(row["messages"], functions)})
             response.raise_for_status()
             answer = response.json()["choices"][0]["message"]
             value, reason = score(answer, row, lambda messages, function: model.probability(encoder, messages,

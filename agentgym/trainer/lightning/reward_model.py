@@ -17,6 +17,7 @@ by a hash of the episode id and `seed`), so no episode is on both sides.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,9 +107,14 @@ class RewardModel:
 
     def probability(self, encoder: Encoder, messages: list[dict[str, Any]], function: dict[str, Any]) -> float:
         """The predicted chance of success of calling `function` in answer to `messages`."""
+        return float(self.predict(encoder, [context_text(messages)], [tool_text(function)])[0])
+
+    def predict(self, encoder: Encoder, contexts: list[str], tools: list[str]) -> np.ndarray:
+        """The predicted chance of success of each pair of a context's text and a tool's text
+        (`context_text`, `tool_text`: what the planner's decisions record)."""
         self._check(encoder)
-        x = features(encoder.encode(context_text(messages))[None], encoder.encode(tool_text(function))[None])
-        return float(sigmoid(x @ self.coefficients + self.intercept)[0])
+        x = features(encoder.encode_many(contexts), encoder.encode_many(tools))
+        return sigmoid(x @ self.coefficients + self.intercept)
 
     def save(self, path: Path) -> None:
         import orjson
@@ -127,6 +133,18 @@ class RewardModel:
     def _check(self, encoder: Encoder) -> None:
         if encoder.checksum != self.encoder_checksum:
             raise ValueError("this reward model was fitted on another encoder's vectors")
+
+
+def choice_value(action: str, left: list[str], called: str | None, score: Callable[[str], float]) -> float:
+    """What a planner's choice is worth by the reward model (`score`: a tool's name -> its predicted
+    success here): the forced tool's score; for tools offered, or all left to the agent's model, the
+    score of the tool that model called if it is among them (what it did with that choice), else
+    their mean."""
+    if action == "force":
+        return score(left[0])
+    if called in left:
+        return score(called)
+    return sum(score(name) for name in left) / len(left)
 
 
 def examples(contexts: list[Context], target: str) -> tuple[list[Context], np.ndarray, dict[str, int]]:
