@@ -22,6 +22,7 @@ from agentgym.dashboards.report_source import fetch_report
 from agentgym.scenarios import local_stack
 from agentgym.scenarios.agents import run_episodes
 from agentgym.scenarios.scenario import load_scenario, scenario_files
+from agentgym.store.queries import Scope
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -39,7 +40,8 @@ def measure(name: str, episodes: int, seed: int, concurrency: int) -> dict:
     finally:
         proxy.stop()
         model.stop()
-    report = fetch_report(load_settings(store={"path": work / "store.duckdb"}), since=None, window=episodes)
+    settings = load_settings(store={"path": work / "store.duckdb"})
+    report = fetch_report(settings, Scope.configured(settings.episodes), episodes)
     return {
         "scenario": name, "episodes": episodes, "seed": seed,
         "tool_success_rate": report["tool_calls"]["success_rate"],

@@ -31,6 +31,7 @@ from agentgym.dashboards.report_source import ReportError, fetch_report
 from agentgym.scenarios import local_stack
 from agentgym.scenarios.agents import MODEL, EpisodeResult, run_episodes
 from agentgym.scenarios.scenario import Scenario
+from agentgym.store.queries import Scope
 from agentgym.trainer.registry import Index, Registry, default_dir
 
 # The simulated model is priced like a small hosted model, so that cost shows as it would.
@@ -64,9 +65,14 @@ class Tally:
         self.recent = [*self.recent[-99:], result]
 
 
+def _report(db: Path, window: int) -> dict[str, Any]:
+    settings = load_settings(store={"path": db})
+    return fetch_report(settings, Scope.configured(settings.episodes), window)
+
+
 def _live_report(db: Path) -> dict[str, Any] | None:
     try:
-        return fetch_report(load_settings(store={"path": db}), since=None, window=100)
+        return _report(db, 100)
     except ReportError:
         return None
 
@@ -140,7 +146,7 @@ def run_demo(*, scenario: Scenario, episodes: int, seed: int, db: Path, port: in
         if proxy is not None:
             proxy.stop()
         model.stop()
-    print_tables(fetch_report(load_settings(store={"path": db}), since=None, window=max(1, episodes // 5)), console)
+    print_tables(_report(db, max(1, episodes // 5)), console)
     console.print(_rollout_view(Registry(default_dir(db)).index()))
     console.print(f"\nThe store is kept: [bold]agentgym report --db {db}[/bold]")
 
