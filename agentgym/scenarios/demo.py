@@ -36,11 +36,14 @@ from agentgym.trainer.registry import Index, Registry, default_dir
 
 # The simulated model is priced like a small hosted model, so that cost shows as it would.
 DEMO_PRICE = {MODEL: {"input_cost_per_token": 0.15e-6, "output_cost_per_token": 0.60e-6}}
-# A rollout paced for a few minutes' traffic: each version the trainer hands over spends 50
-# episodes in shadow, then serves half of the episodes until the analysis decides (production's
-# defaults: 100 episodes, 5% / 25% / 50%, 3 points' tolerance; agentgym.example.yaml). Latency is
-# left out: the simulated model's latency measures how busy the demo's machine is, not a policy.
-DEMO_ROLLOUT = {"AGENTGYM_ROLLOUT__STEPS": "[50]", "AGENTGYM_ROLLOUT__MIN_EPISODES": "50",
+# A rollout paced for a few minutes' traffic: the gate lets in a version estimated at most 2 points
+# below the live one (its estimate rests on a few dozen held-out episodes here; the canary then
+# measures it), each spends 50 episodes in shadow, then serves half of the episodes until the
+# analysis decides (production's defaults: a gate margin of 0; 100 episodes, 5% / 25% / 50%, 3
+# points' tolerance; agentgym.example.yaml). Latency is left out: the simulated model's latency
+# measures how busy the demo's machine is, not a policy.
+DEMO_PACE = {"AGENTGYM_TRAINER__GATE_MARGIN": "0.02",
+                "AGENTGYM_ROLLOUT__STEPS": "[50]", "AGENTGYM_ROLLOUT__MIN_EPISODES": "50",
                 "AGENTGYM_ROLLOUT__CHECK_S": "1",
                 "AGENTGYM_ROLLOUT__METRICS": json.dumps({"episode_success": 0.10, "tool_success": 0.05,
                                                          "cost_per_success": 0.25})}
@@ -136,7 +139,7 @@ def run_demo(*, scenario: Scenario, episodes: int, seed: int, db: Path, port: in
     try:
         proxy = local_stack.start_proxy(f"{model.url}/v1", db, logs, port=port or None,
                                         env={"AGENTGYM_PRICING": json.dumps(DEMO_PRICE), **scenario.proxy_env(),
-                                             **scenario.learning_env(seed, every), **DEMO_ROLLOUT})
+                                             **scenario.learning_env(seed, every), **DEMO_PACE})
         console.print(f"proxy [bold]{proxy.url}/v1[/bold] -> simulated model {model.url}/v1; store {db}; logs {logs}; "
                       f"a training round every {every} finished episodes")
         _drive(scenario, proxy.url, db, episodes=episodes, seed=seed, concurrency=concurrency, console=console)
