@@ -122,10 +122,10 @@ ASKS = ["What's the status of order {id}?", "Where is my order {id}?", "Has orde
         "Can you check order {id} for me?"]
 
 
-def write_tiny(folder: Path) -> Path:
-    """The `tiny_orders` scenario file, in `folder`."""
+def write_tiny(folder: Path, tasks_count: int = 24) -> Path:
+    """The `tiny_orders` scenario file, in `folder`, with `tasks_count` tasks."""
     tasks = []
-    for i in range(24):
+    for i in range(tasks_count):
         order = f"A-{1000 + i}"
         tasks.append(f"- {{id: t{i}, user: \"{ASKS[i % 4].format(id=order)}\", steps: [{{tool: get_order_status, "
                      f"arguments: {{order_id: {order}}}}}]}}")

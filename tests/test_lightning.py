@@ -46,13 +46,10 @@ EPISODES = 80
 def recorded(tmp_path_factory, logs):
     """A store of EPISODES episodes of the `tiny` scenario (two look-alike order tools, only one of which
     works) run by the simulated agents through the real proxy, no planner; and the model server."""
-    from conftest import ASKS, TINY  # the scenario the conftest fixture writes, here at module scope
+    from conftest import write_tiny  # the scenario the conftest fixture writes, here at module scope
 
     folder = tmp_path_factory.mktemp("lightning")
-    tasks = [f"- {{id: t{i}, user: \"{ASKS[i % 4].format(id=f'A-{1000 + i}')}\", steps: [{{tool: get_order_status, "
-             f"arguments: {{order_id: A-{1000 + i}}}}}]}}" for i in range(24)]
-    scenario_file = folder / "tiny_orders.yaml"
-    scenario_file.write_text(TINY.replace("{tasks}", "\n".join(tasks)))
+    scenario_file = write_tiny(folder)
     model = local_stack.start_model(logs, args=["--scenario", str(scenario_file), "--seed", "3"])
     db = folder / "store.duckdb"
     proxy = local_stack.start_proxy(f"{model.url}/v1", db, logs)

@@ -23,7 +23,7 @@ from openai import OpenAI
 
 pytest.importorskip("agentlightning", reason="Agent Lightning is not installed: pip install -e '.[dev]'")
 
-from conftest import ASKS, TINY, stopped_store  # noqa: E402
+from conftest import stopped_store, write_tiny  # noqa: E402
 from helpers import KEY, AglServer, PlannerStandIn, ThreadServer, wait_for_planner  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
@@ -51,10 +51,7 @@ MODEL = "planner-llm"  # what agl-server's gateway serves (default_proxy.model_n
 def stack(tmp_path_factory, logs):
     """The `tiny` scenario's simulated model (the agents' upstream) and an agl-server."""
     folder = tmp_path_factory.mktemp("llm_planner")
-    tasks = [f"- {{id: t{i}, user: \"{ASKS[i % 4].format(id=f'A-{1000 + i}')}\", steps: [{{tool: get_order_status, "
-             f"arguments: {{order_id: A-{1000 + i}}}}}]}}" for i in range(8)]
-    scenario_file = folder / "tiny_orders.yaml"
-    scenario_file.write_text(TINY.replace("{tasks}", "\n".join(tasks)))
+    scenario_file = write_tiny(folder, 8)
     model = local_stack.start_model(logs, args=["--scenario", str(scenario_file), "--seed", "3"])
     agl = AglServer(folder / "agl", MODEL)
     yield SimpleNamespace(model=model, agl=agl, scenario=load_scenario(str(scenario_file)))
