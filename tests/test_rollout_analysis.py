@@ -170,6 +170,26 @@ def _serve(tmp_path, registry: Registry, planner: PlannerConfig, succeeds: dict[
     return duckdb.connect(str(path), read_only=True)
 
 
+def test_a_request_the_policy_leaves_alone_is_still_its_episodes_arm(tmp_path):
+    """An episode that opens without tools (or with the client's own tool_choice) is on its arm
+    all the same: recorded as control with no version, it would leave its arm's analysis."""
+    registry, (v1, v2) = _versions(tmp_path, 2)
+    registry.promote(v1, by="test", reason="live")
+    registry.start_canary(v2, 50, by="test", reason="canary")
+    planner = Planner(PlannerConfig(seed=0), registry, Recorder(tmp_path / "r.duckdb"), encoder=shared_encoder())
+    planner.refresh()
+    plain = {"model": "m", "messages": [{"role": "user", "content": "Hello"}]}
+    chosen = {**plain, "tools": TOOLS, "tool_choice": "required"}
+    for i in range(40):
+        arm, serving = planner.arm(f"ep-{i}")
+        for body in (plain, chosen):
+            record = InferenceRecord(id=f"inf-{i}", episode_id=f"ep-{i}", episode_link="header", created_at=time.time(),
+                                     model="m", provider="openai", stream=False, tools_offered=0, tool_choice=None)
+            assert asyncio.run(planner.plan(body, record)) is None  # sent unchanged
+            assert (record.arm, record.policy_version) == (arm, serving[0].version)
+    assert {planner.arm(f"ep-{i}")[0] for i in range(40)} == {"live", "canary"}
+
+
 def _versions(tmp_path, count: int) -> tuple[Registry, list[str]]:
     registry, encoder = Registry(tmp_path / "policies"), shared_encoder()
     return registry, [registry.register(PolicyWeights.zero_shot(encoder.dimensions), parent=None, encoder="e",

@@ -180,6 +180,10 @@ class Planner:
         """The request as the policy would send it, or None to send it unchanged. Records the
         decision, and the shadow version's would-be decision beside it (never applied)."""
         arm, serving = self.arm(record.episode_id)  # set only once the encoder is loaded (refresh)
+        if serving is not None and self.config.enabled:
+            # every request of the episode is its arm's, those the policy leaves alone (no tools, the
+            # client's own tool_choice) included: an episode is judged by the arm it is on
+            record.policy_version, record.arm = serving[0].version, arm
         shadow = self.shadow
         tools = payload.get("tools")
         if serving is None and shadow is None or not self.config.enabled or not isinstance(tools, list) or not tools:
@@ -217,7 +221,6 @@ class Planner:
         if serving is None:
             return None
         version, policy = serving
-        record.policy_version, record.arm = version.version, arm
         if isinstance(policy, LlmSpec):
             choice = await self.llm.choose(version, policy, messages, functions, record.episode_id)
             if choice is None:
