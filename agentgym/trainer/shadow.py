@@ -32,8 +32,7 @@ from agentgym.trainer.batch import read_batch
 from agentgym.trainer.encoder import Encoder
 from agentgym.trainer.engine import chosen_probabilities, usable
 from agentgym.trainer.gate import evaluate
-from agentgym.trainer.policy import PolicyWeights
-from agentgym.trainer.registry import Registry
+from agentgym.trainer.registry import LLM_ENGINE, Registry
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +67,9 @@ def look(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Encoder, r
         lines.append("off-policy estimate: no live version's decisions to judge it on; start its canary by hand")
         registry.note_analysis(shadow.version, lines)
         return {"status": "waiting", "version": shadow.version, "analysis": lines}
-    (_, candidate), (_, live) = registry.load(shadow.version), registry.load(index.live)
-    if isinstance(candidate, PolicyWeights) and isinstance(live, PolicyWeights):
-        worse, line = _off_policy(con, candidate, live, index.live, since, encoder, rollout, trainer, planner, scope)
+    if LLM_ENGINE not in (index.versions[shadow.version].engine, index.versions[index.live].engine):
+        worse, line = _off_policy(con, registry, shadow.version, index.live, since, encoder, rollout, trainer, planner,
+                                  scope)
     else:
         worse, line = _reward_model(con, shadow.version, index.live, since, encoder, rollout, trainer, scope,
                                     reward_model or RewardModelConfig())
@@ -90,7 +89,7 @@ def look(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Encoder, r
     return {"status": status, "version": shadow.version, "analysis": lines}
 
 
-def _off_policy(con: duckdb.DuckDBPyConnection, candidate: PolicyWeights, live: PolicyWeights, live_version: str,
+def _off_policy(con: duckdb.DuckDBPyConnection, registry: Registry, version: str, live_version: str,
                 since: datetime, encoder: Encoder, rollout: RolloutConfig, trainer: TrainerConfig,
                 planner: PlannerConfig, scope: Scope) -> tuple[bool | None, str]:
     """Whether the gate's estimate on the live version's decisions in episodes finished since
@@ -100,6 +99,8 @@ def _off_policy(con: duckdb.DuckDBPyConnection, candidate: PolicyWeights, live: 
     episodes = len(set(batch.episodes))
     if episodes < rollout.min_episodes:
         return None, f"off-policy estimate: {episodes} of {rollout.min_episodes} finished episodes of {live_version}"
+    # the weights are read only once there is enough to judge them on: a waiting look costs a count
+    (_, candidate), (_, live) = registry.load(version), registry.load(live_version)
     gate = evaluate(batch, *chosen_probabilities(batch, encoder, planner.epsilon, candidate, live),
                     margin=trainer.gate_margin, seed=trainer.seed)
     worse = any(c and c["ci95"][1] < -trainer.gate_margin for c in (gate, gate["untrained"]))
