@@ -39,6 +39,18 @@ class ToolRun:
     ok: bool
 
 
+@dataclass(frozen=True)
+class TaskResult:
+    """One task run through a framework's agent loop: what `agentgym.integrations.<framework>.run_task` returns."""
+    episode_id: str
+    success: bool
+    tool_runs: tuple[ToolRun, ...]
+
+    @property
+    def tool_errors(self) -> int:
+        return sum(not run.ok for run in self.tool_runs)
+
+
 def _python_type(schema: dict[str, Any]) -> Any:
     if schema.get("type") == "array":
         return list[_python_type(schema.get("items") or {})]
@@ -71,6 +83,9 @@ class TaskTools:
     @property
     def complete(self) -> bool:
         return self.env.complete
+
+    def result(self, episode_id: str) -> TaskResult:
+        return TaskResult(episode_id, self.complete, tuple(self.runs))
 
     def call(self, name: str, arguments: dict[str, Any]) -> str:
         """Run one call against the backend; arguments left at None were not given."""
