@@ -33,7 +33,7 @@ from starlette.routing import Route
 from agentgym.scenarios.local_stack import free_port, start_agl_server
 from agentgym.scenarios.model_server import chat_completions as sim_chat_completions
 from agentgym.scenarios.simulated_model import ModelKnobs, SimulatedModel
-from agentgym.trainer.policy import PolicyWeights
+from agentgym.trainer.policy import PolicyWeights, bucket
 from agentgym.trainer.registry import Registry
 
 KEY = "agentgym-test-key"  # agl-server's key in the tests
@@ -148,6 +148,14 @@ def register_policy(registry: Registry, weights: PolicyWeights | None = None, *,
     weights = weights or PolicyWeights.zero_shot(encoder.dimensions, b_defer=b_defer)
     return registry.register(weights, parent=parent, encoder="e", encoder_checksum=encoder.checksum, training={},
                              gate={}).version
+
+
+def forcing(dimensions: int, tool: str) -> PolicyWeights:
+    """A version that forces `tool` on every request."""
+    weights = PolicyWeights.zero_shot(dimensions)
+    weights.b[bucket(tool)] = 50.0
+    weights.b_force[0] = 30.0
+    return weights
 
 
 def wait_for_planner(url: str, *, live: str | None, canary: str | None = None, shadow: str | None = None) -> None:

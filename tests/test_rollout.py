@@ -13,16 +13,9 @@ from agentgym.scenarios import local_stack
 from agentgym.scenarios.agents import run_episodes
 from agentgym.scenarios.scenario import load_scenario
 from agentgym.trainer.encoder import shared_encoder
-from agentgym.trainer.policy import PolicyWeights, bucket
+from agentgym.trainer.policy import PolicyWeights
 from agentgym.trainer.registry import Registry, default_dir
-
-
-def _forcing(dimensions: int, tool: str) -> PolicyWeights:
-    """A version that forces `tool` on every request."""
-    weights = PolicyWeights.zero_shot(dimensions)
-    weights.b[bucket(tool)] = 50.0
-    weights.b_force[0] = 30.0
-    return weights
+from helpers import forcing
 
 
 def _live_harmful_better(registry: Registry) -> tuple[str, str, str]:
@@ -35,8 +28,8 @@ def _live_harmful_better(registry: Registry) -> tuple[str, str, str]:
                                  gate={}).version
 
     live = register(PolicyWeights.zero_shot(encoder.dimensions, b_defer=13.0))
-    harmful = register(_forcing(encoder.dimensions, "fetch_order_status"))
-    better = register(_forcing(encoder.dimensions, "get_order_status"))
+    harmful = register(forcing(encoder.dimensions, "fetch_order_status"))
+    better = register(forcing(encoder.dimensions, "get_order_status"))
     registry.promote(live, by="test", reason="start")
     return live, harmful, better
 
