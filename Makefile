@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(VENV)/bin/agentgym demo
 
-test: $(VENV)/.installed $(CHROMIUM)
+test: $(VENV)/.installed $(CREWAI_VENV)/.installed $(CHROMIUM)
 	$(VENV)/bin/python -m pytest -q
 
 $(CHROMIUM):
@@ -29,6 +29,15 @@ $(CHROMIUM):
 	$(CHROMIUM): install Debian's chromium package (as root: apt-get install chromium), then run make test again" >&2; exit 1; }
 	@echo "installing Debian's chromium for tests/test_dashboard.py"
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+
+# CrewAI pins older openai and pydantic than AgentGym does, so it gets a venv of its own (agentgym
+# installed editable beside it: agentgym[crewai] resolves); tests/test_integrations_frameworks.py
+# runs CrewAI agents there as processes of their own.
+CREWAI_VENV := .venv-crewai
+$(CREWAI_VENV)/.installed: pyproject.toml $(VENV)/.installed
+	test -x $(CREWAI_VENV)/bin/python || $(VENV)/bin/uv venv -q --python $(VENV)/bin/python $(CREWAI_VENV)
+	$(VENV)/bin/uv pip install -q --python $(CREWAI_VENV)/bin/python -e '.[crewai]'
+	touch $@
 
 # LiteLLM's own proxy, the comparison point, lives in a venv of its own, never in .venv.
 LITELLM_VENV := benchmarks/.venv-litellm
@@ -45,4 +54,4 @@ bench: $(VENV)/.installed $(LITELLM_VENV)/.installed
 	$(VENV)/bin/python benchmarks/bfcl_heldout.py --rounds 6 --seed 0
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(CREWAI_VENV) .pytest_cache

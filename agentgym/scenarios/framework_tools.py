@@ -20,6 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from agentgym.scenarios.environment import Environment
 from agentgym.scenarios.scenario import Scenario, Task
 
+# Model calls a framework's run of one task may make (the simulated agents' limit too): a run that
+# a planner keeps forcing a tool on stops here, judged by what its tools did.
+MAX_TURNS = 12
+
 _JSON_TYPES: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool, "object": dict}
 
 
