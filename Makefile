@@ -3,6 +3,7 @@
 PYTHON ?= $(shell for p in $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.1[2-9]*/bin/python3 2>/dev/null) python3.13 python3.12 python3; do \
 	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
 VENV := .venv
+CREWAI_VENV := .venv-crewai
 # tests/test_dashboard.py renders the dashboard in Debian's Chromium (about 35 s to install, once).
 CHROMIUM := /usr/bin/chromium
 # litellm would otherwise fetch its price map from the network at import.
@@ -33,7 +34,6 @@ $(CHROMIUM):
 # CrewAI pins older openai and pydantic than AgentGym does, so it gets a venv of its own (agentgym
 # installed editable beside it: agentgym[crewai] resolves); tests/test_integrations_frameworks.py
 # runs CrewAI agents there as processes of their own.
-CREWAI_VENV := .venv-crewai
 $(CREWAI_VENV)/.installed: pyproject.toml $(VENV)/.installed
 	test -x $(CREWAI_VENV)/bin/python || $(VENV)/bin/uv venv -q --python $(VENV)/bin/python $(CREWAI_VENV)
 	$(VENV)/bin/uv pip install -q --python $(CREWAI_VENV)/bin/python -e '.[crewai]'

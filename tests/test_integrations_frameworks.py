@@ -8,8 +8,10 @@ pins clash with AgentGym's own, so it has a venv of its own: `make .venv-crewai/
 from __future__ import annotations
 
 import asyncio
+import importlib
+import re
 import subprocess
-from pathlib import Path
+import sys
 
 import pytest
 from conftest import stopped_store
@@ -86,3 +88,13 @@ def test_the_agents_sdks_default_responses_model_cannot_go_through_the_proxy(pro
     assert run(use_responses=False).final_output.startswith("I can help with that.")
     con = stopped_store(proxy)
     assert con.execute("SELECT count(*), min(model) FROM inferences").fetchone() == (1, "gpt-4o-mini")
+
+
+@pytest.mark.parametrize(("framework", "package", "extra"), [("openai_agents", "agents", "openai-agents"),
+                                                             ("autogen", "autogen_agentchat", "autogen"),
+                                                             ("crewai", "crewai", "crewai")])
+def test_a_missing_framework_says_which_extra_to_install(framework, package, extra, monkeypatch):
+    monkeypatch.setitem(sys.modules, package, None)  # as if it were not installed
+    monkeypatch.delitem(sys.modules, f"agentgym.integrations.{framework}", raising=False)
+    with pytest.raises(ImportError, match=re.escape(f"pip install 'agentgym[{extra}]'")):
+        importlib.import_module(f"agentgym.integrations.{framework}")

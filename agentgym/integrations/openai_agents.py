@@ -13,7 +13,8 @@ import json
 from typing import Any
 
 try:
-    from agents import Agent, FunctionTool, MaxTurnsExceeded, ModelSettings, OpenAIChatCompletionsModel, RunConfig, Runner
+    from agents import (Agent, FunctionTool, MaxTurnsExceeded, ModelSettings, OpenAIChatCompletionsModel, RunConfig,
+                        Runner)
     from openai import AsyncOpenAI
 except ImportError as exc:
     raise ImportError("agentgym.integrations.openai_agents needs the OpenAI Agents SDK: "
