@@ -6,9 +6,9 @@
 - `recording_app` is an OpenAI-compatible upstream that remembers the headers it was sent.
 - `register_policy` and `wait_for_planner` put policy versions in a registry and wait until a
   running proxy serves them.
-- `recorded_episode` reads back what a stopped proxy's store holds of one episode, `expected_calls`
-  what a framework's run of `TaskTools` says it should hold; `run_script` runs a user's script
-  (an example) against a proxy.
+- `recorded_episode` reads back what a stopped proxy's store holds of one episode;
+  `check_recorded_run` checks it against a framework's run of `TaskTools`; `run_script` runs a
+  user's script (an example) against a proxy.
 - `AglServer` runs Agent Lightning's `agl-server`; `token_ids_app` and `PlannerStandIn` answer as
   vLLM does for an LLM planner, the latter failing, stalling or babbling when a test says so.
 """
@@ -200,6 +200,20 @@ def recorded_episode(con: duckdb.DuckDBPyConnection, episode_id: str) -> Recorde
 def expected_calls(runs: Sequence[ToolRun]) -> list[tuple[str, dict[str, Any], str]]:
     """The tool calls a run of `TaskTools` made, as `recorded_episode` should read them back."""
     return [(run.name, run.arguments, "success" if run.ok else "error") for run in runs]
+
+
+def check_recorded_run(con: duckdb.DuckDBPyConnection, episode_id: str, runs: Sequence[ToolRun], success: bool, *,
+                       streamed: bool, label: str) -> set[str]:
+    """Asserts that a framework's run of `TaskTools` inside `episode()` was recorded as that episode: each
+    request linked by the header, streamed or not, with the model's usage; the tool calls with their
+    outcomes; the feedback. The outcomes it read."""
+    recorded = recorded_episode(con, episode_id)
+    assert runs and recorded.calls == expected_calls(runs), label
+    assert recorded.links == ["header"] * (len(runs) + 1), label  # one request per tool call here, then the answer
+    assert recorded.streamed == [streamed] * len(recorded.links), label
+    assert not any(recorded.usage_estimated), label  # streamed too: include_usage reached the model and came back
+    assert recorded.feedback == [success], label
+    return {outcome for _, _, outcome in recorded.calls}
 
 
 def run_script(command: list[str], base_url: str) -> str:

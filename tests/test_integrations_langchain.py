@@ -11,7 +11,8 @@ import sys
 
 import pytest
 from conftest import stopped_store
-from helpers import expected_calls, forcing, recorded_episode, register_policy, run_script, wait_for_planner
+from helpers import (check_recorded_run, expected_calls, forcing, recorded_episode, register_policy, run_script,
+                     wait_for_planner)
 
 from agentgym.integrations import episode
 from agentgym.integrations import langchain as integration
@@ -35,7 +36,7 @@ def test_the_agent_loop_invoked_awaited_and_streamed_is_recorded_as_its_episodes
     runs = {awaited.episode_id: ("run_task", awaited.tool_runs, awaited.success)}
     for mode, task in (("invoke", scenario.tasks[0]), ("stream", scenario.tasks[2])):
         tools = TaskTools(scenario, task)
-        agent = integration.agent(base_url, scenario, tools, streaming=mode == "stream", stream_usage=True)
+        agent = integration.agent(base_url, scenario, tools, streaming=mode == "stream")
         state = {"messages": [{"role": "user", "content": task.user}]}
         with episode(base_url=base_url) as ep:
             if mode == "invoke":
@@ -49,13 +50,7 @@ def test_the_agent_loop_invoked_awaited_and_streamed_is_recorded_as_its_episodes
     con = stopped_store(proxy)
     outcomes = set()
     for episode_id, (mode, tool_runs, success) in runs.items():
-        recorded = recorded_episode(con, episode_id)
-        assert tool_runs and recorded.calls == expected_calls(tool_runs), mode
-        assert recorded.links == ["header"] * (len(tool_runs) + 1), mode
-        assert recorded.streamed == [mode == "stream"] * len(recorded.links), mode
-        assert not any(recorded.usage_estimated), mode
-        assert recorded.feedback == [success], mode
-        outcomes |= {outcome for _, _, outcome in recorded.calls}
+        outcomes |= check_recorded_run(con, episode_id, tool_runs, success, streamed=mode == "stream", label=mode)
     assert outcomes == {"success", "error"}
     # LangChain sent the scenario's tools as they are declared (StructuredTool over the JSON schema)
     sent = json.loads(con.execute("SELECT request FROM inferences LIMIT 1").fetchone()[0])["tools"]

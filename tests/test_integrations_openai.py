@@ -9,7 +9,7 @@ import json
 import sys
 
 from conftest import stopped_store
-from helpers import expected_calls, forcing, recorded_episode, register_policy, run_script, wait_for_planner
+from helpers import check_recorded_run, forcing, recorded_episode, register_policy, run_script, wait_for_planner
 from openai import AsyncOpenAI, OpenAI
 from openai.types.chat import ChatCompletionMessage
 
@@ -86,13 +86,8 @@ def test_sync_async_and_streamed_tool_loops_are_recorded_as_their_episodes(tiny,
     con = stopped_store(proxy)
     outcomes = set()
     for episode_id, (mode, tools) in runs.items():
-        recorded = recorded_episode(con, episode_id)
-        assert tools.runs and recorded.calls == expected_calls(tools.runs), mode
-        assert recorded.links == ["header"] * (len(tools.runs) + 1), mode  # each tool call, then the answer
-        assert recorded.streamed == [mode == "stream"] * len(recorded.links), mode
-        assert not any(recorded.usage_estimated), mode  # streamed too: include_usage reached the model and back
-        assert recorded.feedback == [tools.complete], mode
-        outcomes |= {outcome for _, _, outcome in recorded.calls}
+        outcomes |= check_recorded_run(con, episode_id, tools.runs, tools.complete, streamed=mode == "stream",
+                                       label=mode)
     assert outcomes == {"success", "error"}  # the model picked the deprecated twin once: both outcomes were read
     assert con.execute("SELECT count(DISTINCT episode_id) FROM inferences").fetchone()[0] == 3
 
