@@ -29,6 +29,21 @@ def test_importing_it_without_langchain_names_the_extra_to_install(monkeypatch):
         importlib.import_module("agentgym.integrations.langchain")
 
 
+def test_models_langchain_sends_to_the_responses_api_stay_on_chat_completions_through_chat_model(tiny, proxy):
+    """The proxy serves Chat Completions only. LangChain moves `gpt-6` models with tools to the Responses
+    API: a ChatOpenAI of the user's own gets 404 from the proxy; `chat_model` keeps it on Chat Completions."""
+    from langchain_openai import ChatOpenAI
+    from openai import NotFoundError
+
+    scenario = load_scenario(str(tiny))
+    tools = [integration.tool(spec) for spec in TaskTools(scenario, scenario.tasks[0]).specs]
+    own = ChatOpenAI(base_url=f"{proxy.url}/v1", model="gpt-6-mini", api_key="sk-any", max_retries=0)
+    with pytest.raises(NotFoundError):
+        own.bind_tools(tools).invoke(scenario.tasks[0].user)
+    through = integration.chat_model(f"{proxy.url}/v1", model="gpt-6-mini", max_retries=0)
+    assert through.bind_tools(tools).invoke(scenario.tasks[0].user).tool_calls
+
+
 def test_the_agent_loop_invoked_awaited_and_streamed_is_recorded_as_its_episodes(tiny, proxy):
     scenario = load_scenario(str(tiny))
     base_url = f"{proxy.url}/v1"

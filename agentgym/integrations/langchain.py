@@ -29,9 +29,13 @@ MAX_STEPS = 25  # LangGraph's recursion limit for one task: a model call and its
 
 def chat_model(base_url: str, *, model: str, api_key: str = "agentgym", **kwargs: Any) -> ChatOpenAI:
     """`ChatOpenAI` pointed at the proxy (`base_url` ends with /v1), stamping the current episode's id.
-    Streamed calls ask for usage (`stream_options.include_usage`, which LangChain leaves off for a base
-    URL other than OpenAI's), so the proxy records the model's token counts, not estimates."""
-    options = {"http_client": http_client(), "http_async_client": async_http_client(), "stream_usage": True, **kwargs}
+
+    It stays on Chat Completions, the API the proxy serves: left to itself, LangChain moves some
+    models (`gpt-5-pro`, codex, `gpt-6` with tools) and some options (`reasoning`, built-in tools) to
+    the Responses API. Streamed calls ask for usage (`stream_options.include_usage`, which LangChain
+    leaves off for a base URL other than OpenAI's), so the proxy records the model's token counts."""
+    options = {"http_client": http_client(), "http_async_client": async_http_client(), "stream_usage": True,
+               "use_responses_api": False, **kwargs}
     return ChatOpenAI(base_url=base_url, model=model, api_key=api_key, **options)
 
 
