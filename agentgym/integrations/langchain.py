@@ -58,11 +58,11 @@ async def run_task(base_url: str, scenario: Scenario, task: Task, *, model: str 
     """One task through `create_agent`'s loop inside `episode()`; its outcome goes to the proxy as feedback."""
     tools = TaskTools(scenario, task)
     graph = agent(base_url, scenario, tools, model=model, seed=seed)
-    with episode(base_url=base_url) as ep:
+    async with episode(base_url=base_url) as ep:
         try:
             await graph.ainvoke({"messages": [{"role": "user", "content": task.user}]},
                                 {"recursion_limit": MAX_STEPS})
         except GraphRecursionError:
             pass  # out of steps: the task is judged on what its tools did, as any other run
-        await ep.afeedback(success=tools.complete)
+        ep.success = tools.complete
     return tools.result(ep.id)
