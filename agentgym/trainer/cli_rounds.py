@@ -8,6 +8,7 @@ it leaves beside the store); otherwise here, on the file itself.
 from __future__ import annotations
 
 from collections.abc import Callable
+import time
 from contextlib import closing
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,7 @@ from agentgym.store.schema import SchemaError, open_store
 from agentgym.trainer.encoder import shared_encoder
 from agentgym.trainer.registry import Registry, default_dir
 from agentgym.trainer.rounds import train_round
+from agentgym.trainer.wandb_export import WandbExport
 
 
 class RoundError(RuntimeError):
@@ -39,9 +41,14 @@ def round_once(settings: Settings) -> dict[str, Any]:
             raise RoundError(f"cannot open {path}: {exc}") from exc
         return _in_server(settings, exc)
     registry = Registry(settings.planner.policies_dir or default_dir(path))
+    started = time.perf_counter()
     with closing(con):
-        return train_round(con, registry, shared_encoder(), settings.trainer, settings.planner, settings.rollout,
-                           Scope.configured(settings.episodes), by="cli")
+        result = train_round(con, registry, shared_encoder(), settings.trainer, settings.planner, settings.rollout,
+                             Scope.configured(settings.episodes), by="cli")
+    export = WandbExport(settings.trainer.wandb)  # a round inside a server is exported by that server
+    export(result["status"], time.perf_counter() - started, result)
+    export.close()
+    return result
 
 
 def _in_server(settings: Settings, lock_error: Exception) -> dict[str, Any]:
