@@ -30,7 +30,9 @@ class RoundError(RuntimeError):
     pass
 
 
-def round_once(settings: Settings) -> dict[str, Any]:
+def round_once(settings: Settings, export: WandbExport | None = None) -> dict[str, Any]:
+    """One round; a round run here (not inside a server, which exports its own) goes to `export`,
+    else to a W&B run of its own if one is configured."""
     path = settings.store.path
     try:
         con = open_store(path, read_only=True)
@@ -45,9 +47,10 @@ def round_once(settings: Settings) -> dict[str, Any]:
     with closing(con):
         result = train_round(con, registry, shared_encoder(), settings.trainer, settings.planner, settings.rollout,
                              Scope.configured(settings.episodes), by="cli")
-    export = WandbExport(settings.trainer.wandb)  # a round inside a server is exported by that server
-    export(result["status"], time.perf_counter() - started, result)
-    export.close()
+    exporting = export or WandbExport(settings.trainer.wandb)
+    exporting(result["status"], time.perf_counter() - started, result)
+    if export is None:
+        exporting.close()
     return result
 
 
@@ -71,10 +74,13 @@ def run_schedule(settings: Settings, report: Callable[[dict[str, Any]], None]) -
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     scheduler = BlockingScheduler()
-    scheduler.add_job(lambda: report(round_once(settings)), "interval", seconds=settings.trainer.every_s or 300,
-                      next_run_time=datetime.now().astimezone(), max_instances=1, coalesce=True)
+    export = WandbExport(settings.trainer.wandb)  # one W&B run for the rounds run here
+    scheduler.add_job(lambda: report(round_once(settings, export)), "interval",
+                      seconds=settings.trainer.every_s or 300, next_run_time=datetime.now().astimezone(), max_instances=1, coalesce=True)
     try:
         scheduler.start()
     except (KeyboardInterrupt, SystemExit):
         pass
+    finally:
+        export.close()
 
