@@ -499,6 +499,25 @@ def serve_model(
                 timeout_keep_alive=75)  # as the proxy's: the proxy's pooled client closes idle connections first
 
 
+@scenarios_app.command("drive")
+def scenarios_drive(
+    proxy: Annotated[str, typer.Option(help="the running proxy's address, e.g. http://127.0.0.1:8080")],
+    scenario: Annotated[str, typer.Option(help="scenario name, file, or module:Class")] = "code_review",
+    episodes: Annotated[int, typer.Option(min=1, help="agent episodes to run")] = 1000,
+    seed: Annotated[int, typer.Option(help="seed for the tasks drawn")] = 0,
+    concurrency: Annotated[int, typer.Option(min=1, help="agents running at once")] = 4,
+) -> None:
+    """Run a scenario's simulated agents through a proxy already running (its upstream: `serve-model`)."""
+    import asyncio
+
+    from agentgym.scenarios.agents import run_episodes
+
+    results = asyncio.run(run_episodes(proxy.rstrip("/"), _scenario(scenario), episodes=episodes, seed=seed,
+                                       concurrency=concurrency))
+    console.print(f"{len(results)} episodes, {sum(r.success for r in results)} succeeded, "
+                  f"{sum(r.tool_errors for r in results)} of {sum(r.tool_calls for r in results)} tool calls failed")
+
+
 def _scenario(name: str):
     from pydantic import ValidationError
 

@@ -35,6 +35,8 @@ class ServerConfig(Section):
         description="if set, clients must send one of these as `Authorization: Bearer KEY`",
     )
     admin_key: str | None = Field(None, description="required by /admin/*; unset means admin is local-token only")
+    metrics_label_limit: int = Field(200, ge=1, description="distinct tool and model names /metrics labels "
+                                     "(clients choose them); later ones are counted as \"other\"")
 
 
 class UpstreamConfig(Section):
@@ -104,6 +106,16 @@ class PlannerConfig(Section):
     seed: int | None = Field(None, description="seed for the exploration draws (tests, benchmarks)")
 
 
+class WandbConfig(Section):
+    """Export of each training round's statistics to Weights & Biases (`pip install 'agentgym[wandb]'`);
+    W&B's own variables (WANDB_API_KEY, WANDB_MODE, WANDB_DIR, WANDB_ENTITY) apply."""
+
+    project: str | None = Field(None, description="the W&B project; unset: $WANDB_PROJECT, and with neither, "
+                                "no export")
+    entity: str | None = Field(None, description="the W&B team or user; unset: W&B's default")
+    tags: list[str] = Field(default_factory=list, description="tags on the run")
+
+
 class TrainerConfig(Section):
     """The scheduled trainer (in the proxy process when enabled, or `agentgym train` beside it)."""
 
@@ -134,6 +146,7 @@ class TrainerConfig(Section):
         13.0, description="the first version scores 'defer' this high, 'offer' 2 lower, 'force' 0: "
         "how often it leaves requests alone (the untrained model) while it learns")
     reward: RewardRule = RewardRule()
+    wandb: WandbConfig = WandbConfig()
 
 
 RolloutMetric = Literal["episode_success", "tool_success", "cost_per_success", "latency_p95"]

@@ -40,6 +40,7 @@ from agentgym.store.queries import Scope
 from agentgym.store.recorder import Recorder, StoreUnavailable
 from agentgym.trainer.registry import Registry, default_dir
 from agentgym.trainer.rounds import Schedule
+from agentgym.trainer.wandb_export import WandbExport
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,10 @@ class Proxy:
 
 
 def build_proxy(settings: Settings) -> Proxy:
-    costing = UsageCosting(settings.pricing, record_bodies=settings.store.record_bodies)
+    metrics = ProxyMetrics(label_limit=settings.server.metrics_label_limit,
+                           episode_capacity=settings.episodes.link_cache_size,
+                           success_reward_threshold=settings.episodes.success_reward_threshold)
+    costing = UsageCosting(settings.pricing, record_bodies=settings.store.record_bodies, on_measured=metrics.measured)
     recorder = Recorder(
         settings.store.path,
         flush_interval_s=settings.store.flush_interval_s,
@@ -73,11 +77,11 @@ def build_proxy(settings: Settings) -> Proxy:
     )
     linker = EpisodeLinker(settings.episodes.link_cache_size)
     upstream = OpenAICompatible(settings.upstream)
-    metrics = ProxyMetrics(recorder)
     registry = Registry(settings.planner.policies_dir or default_dir(settings.store.path))
     llm = LlmPlanner(settings.lightning, settings.trainer.reward,
                      lambda stage: metrics.internal_errors.labels(stage).inc())
     planner = Planner(settings.planner, registry, recorder, llm=llm)
+    metrics.watch(recorder, planner, costing)
     chat = ChatCompletions(
         settings,
         upstream=upstream,
@@ -89,9 +93,15 @@ def build_proxy(settings: Settings) -> Proxy:
         planner=planner,
     )
     schedule = Schedule(settings.trainer, settings.planner, Scope.configured(settings.episodes), registry,
-                        recorder.reader, lambda: planner.encoder, settings.rollout, settings.lightning.reward_model)
+                        recorder.reader, lambda: planner.encoder, settings.rollout, settings.lightning.reward_model,
+                        observers=[metrics.trainer_round, WandbExport(settings.trainer.wandb)])
+
+    def episode_outcome(episode_id: str, reward: float | None, success: bool | None) -> None:
+        metrics.episode_feedback(episode_id, reward, success)
+        llm.episode_ended(episode_id, reward, success)
+
     return Proxy(settings, recorder, costing, linker, upstream, metrics, chat,
-                 FeedbackEndpoint(linker, recorder, on_episode_outcome=llm.episode_ended), planner, schedule)
+                 FeedbackEndpoint(linker, recorder, on_episode_outcome=episode_outcome), planner, schedule)
 
 
 async def _watch_policies(planner: Planner, every_s: float) -> None:

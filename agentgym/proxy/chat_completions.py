@@ -128,7 +128,7 @@ class ChatCompletions:
             else:
                 reply = await self.upstream.send("/chat/completions", body, upstream_headers, stream=stream)
         except UpstreamFailure as failure:
-            self.metrics.upstream_errors.labels(failure.code).inc()
+            self.metrics.upstream_errors.labels(failure.code, str(failure.status)).inc()
             record.status, record.error_type, record.error_message = failure.status, failure.code, failure.message
             self._finish(record, link, started)
             return Response(
@@ -198,7 +198,7 @@ class ChatCompletions:
         with self._fail_open("outcomes"):
             for pending, call_id, content in self.linker.take_results(messages):
                 outcome = self.classifier.classify(content)
-                self.metrics.tool_outcomes.labels(pending.name, outcome.outcome).inc()
+                self.metrics.tool_outcome(pending.episode_id, pending.name, outcome.outcome)
                 text = content if isinstance(content, str) else orjson.dumps(content).decode()
                 self.recorder.add(
                     "tool_results",
@@ -211,7 +211,7 @@ class ChatCompletions:
     ) -> Response:
         record.status = reply.status
         if reply.status >= 400:
-            self.metrics.upstream_errors.labels(f"http_{reply.status}").inc()
+            self.metrics.upstream_errors.labels(f"http_{reply.status}", str(reply.status)).inc()
             body = as_openai_error(reply.status, reply.body)
             record.error_type = "upstream_status"
             record.error_message = body.decode(errors="replace")[:2000]
@@ -242,7 +242,7 @@ class ChatCompletions:
                     assembler.feed(chunk)
                 yield chunk
         except UpstreamFailure as failure:
-            self.metrics.upstream_errors.labels(failure.code).inc()
+            self.metrics.upstream_errors.labels(failure.code, str(failure.status)).inc()
             record.status, record.error_type, record.error_message = failure.status, failure.code, failure.message
             yield b"data: " + error_body(failure.message, "upstream_error", failure.code) + b"\n\n"
         except BaseException:  # the client went away: record what was sent, then let it unwind
@@ -263,10 +263,7 @@ class ChatCompletions:
     def _finish(self, record: InferenceRecord, link: EpisodeLink, started: float) -> None:
         """Link the answer into its episode and queue the rows; never raises."""
         record.latency_ms = (time.perf_counter() - started) * 1000
-        self.metrics.requests.labels("chat_completions", str(record.status)).inc()
-        self.metrics.latency.labels("chat_completions", "true" if record.stream else "false").observe(
-            record.latency_ms / 1000
-        )
+        self.metrics.finished(record)
         with self._fail_open("record"):
             answer = record.answer
             if answer and record.status == 200:
@@ -274,7 +271,7 @@ class ChatCompletions:
                 for position, call in enumerate(answer.get("tool_calls") or ()):
                     function = call.get("function") or {}
                     name = function.get("name", "")
-                    self.metrics.tool_calls.labels(name).inc()
+                    self.metrics.tool_called(name)
                     self.recorder.add(
                         "tool_calls",
                         (call.get("id"), record.id, record.episode_id, record.created_at, position, name,

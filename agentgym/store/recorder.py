@@ -81,6 +81,7 @@ class Recorder:
         self.dropped: collections.Counter[str] = collections.Counter()
         self.last_error: str | None = None
         self.last_flush_s: float | None = None
+        self.caught_up_at = time.monotonic()  # when the writer last had everything queued written
 
     # --- request path -------------------------------------------------------------------
     def add(self, table: str, row: Row) -> bool:
@@ -164,6 +165,8 @@ class Recorder:
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()
             self._write_queued()
+            if self._con is not None:  # open, and the queue was empty when the writes ended
+                self.caught_up_at = time.monotonic()
             self._maintain()
         while self._queue and self._con is not None:
             self._write_queued()

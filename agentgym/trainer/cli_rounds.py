@@ -8,6 +8,7 @@ it leaves beside the store); otherwise here, on the file itself.
 from __future__ import annotations
 
 from collections.abc import Callable
+import time
 from contextlib import closing
 from datetime import datetime
 from typing import Any
@@ -22,13 +23,16 @@ from agentgym.store.schema import SchemaError, open_store
 from agentgym.trainer.encoder import shared_encoder
 from agentgym.trainer.registry import Registry, default_dir
 from agentgym.trainer.rounds import train_round
+from agentgym.trainer.wandb_export import WandbExport
 
 
 class RoundError(RuntimeError):
     pass
 
 
-def round_once(settings: Settings) -> dict[str, Any]:
+def round_once(settings: Settings, export: WandbExport | None = None) -> dict[str, Any]:
+    """One round; a round run here (not inside a server, which exports its own) goes to `export`,
+    else to a W&B run of its own if one is configured."""
     path = settings.store.path
     try:
         con = open_store(path, read_only=True)
@@ -39,9 +43,15 @@ def round_once(settings: Settings) -> dict[str, Any]:
             raise RoundError(f"cannot open {path}: {exc}") from exc
         return _in_server(settings, exc)
     registry = Registry(settings.planner.policies_dir or default_dir(path))
+    started = time.perf_counter()
     with closing(con):
-        return train_round(con, registry, shared_encoder(), settings.trainer, settings.planner, settings.rollout,
-                           Scope.configured(settings.episodes), by="cli")
+        result = train_round(con, registry, shared_encoder(), settings.trainer, settings.planner, settings.rollout,
+                             Scope.configured(settings.episodes), by="cli")
+    exporting = export or WandbExport(settings.trainer.wandb)
+    exporting(result["status"], time.perf_counter() - started, result)
+    if export is None:
+        exporting.close()
+    return result
 
 
 def _in_server(settings: Settings, lock_error: Exception) -> dict[str, Any]:
@@ -64,10 +74,13 @@ def run_schedule(settings: Settings, report: Callable[[dict[str, Any]], None]) -
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     scheduler = BlockingScheduler()
-    scheduler.add_job(lambda: report(round_once(settings)), "interval", seconds=settings.trainer.every_s or 300,
-                      next_run_time=datetime.now().astimezone(), max_instances=1, coalesce=True)
+    export = WandbExport(settings.trainer.wandb)  # one W&B run for the rounds run here
+    scheduler.add_job(lambda: report(round_once(settings, export)), "interval",
+                      seconds=settings.trainer.every_s or 300, next_run_time=datetime.now().astimezone(), max_instances=1, coalesce=True)
     try:
         scheduler.start()
     except (KeyboardInterrupt, SystemExit):
         pass
+    finally:
+        export.close()
 
