@@ -21,6 +21,7 @@ pytest.importorskip("agentlightning", reason="Agent Lightning is not installed: 
 from conftest import stopped_store, write_tiny  # noqa: E402
 from helpers import KEY, AglServer, ThreadServer, token_ids_app, wait_for_planner  # noqa: E402
 
+from agentgym.proxy.llm_planner import SYSTEM  # noqa: E402
 from agentgym.scenarios import local_stack  # noqa: E402
 from agentgym.scenarios.agents import run_episodes  # noqa: E402
 from agentgym.scenarios.scenario import load_scenario  # noqa: E402
@@ -155,3 +156,80 @@ def test_rollouts_of_episodes_with_no_feedback_are_closed_after_the_idle_timeout
     # the episode told its outcome in time: succeeded, with its reward (and not closed again)
     assert told["state"] == "succeeded" and told_events[-1]["data"]["value"] == 1.0
     assert [e["event_type"] for e in told_events] == ["model_request", "reward"]
+
+
+def _episode_on(arm: str, tag: str, canary_percent: float) -> str:
+    """An episode id the planner puts on `arm` (no control share): its place is a hash of the id."""
+    from agentgym.proxy.planner import episode_share
+
+    return next(e for i in range(1000) if (episode_share(e := f"{tag}-{i}") < canary_percent / 100) == (arm == "canary"))
+
+
+def test_a_trained_version_goes_through_shadow_and_canary_to_the_gateway_and_rollback_moves_it_back(tmp_path, logs):
+    """The trained weights, served by their own server and registered as a version, are picked up
+    by the proxy: in shadow they are sent the agent's own requests and judged by the reward model,
+    the gate starts their canary (served at their server), promoted they are what Agent Lightning's
+    gateway serves (its model registry's version 2), and a rollback moves the gateway back."""
+    from helpers import PlannerStandIn
+
+    agl = AglServer(tmp_path / "agl", MODEL)
+    base, trained = PlannerStandIn(), PlannerStandIn()
+    scenario = load_scenario(str(write_tiny(tmp_path, 8)))
+    try:
+        with ThreadServer(base.app()) as a, ThreadServer(trained.app()) as b:
+            stack = SimpleNamespace(agl=agl, model=a)
+            db = tmp_path / "store.duckdb"
+            registry = Registry(default_dir(db))
+            v1 = registry.register_llm(LlmSpec(model=MODEL, server=f"{a.url}/v1"), parent=None, training={},
+                                       gate={}).version
+            registry.promote(v1, by="test", reason="the agent's model")
+            proxy = _proxy(stack, db, logs, AGENTGYM_PLANNER__CONTROL_SHARE="0", AGENTGYM_ROLLOUT__MIN_EPISODES="8",
+                           AGENTGYM_ROLLOUT__CHECK_S="0.5", AGENTGYM_ROLLOUT__STEPS="[50]")
+            v2 = registry.register_llm(LlmSpec(model=MODEL, server=f"{b.url}/v1"), parent=v1,
+                                       training={"engine": "lightning"}, gate={}).version
+            registry.start_shadow(v2, by="test", reason="trained")
+            wait_for_planner(proxy.url, live=v1, shadow=v2)
+            _wait_for_gateway(proxy.url, v1)
+            asyncio.run(run_episodes(proxy.url, scenario, episodes=24, seed=4, concurrency=4))
+            # in shadow it was sent the agent's own requests (never applied)
+            assert trained.asked and all(body["model"] == MODEL and body["messages"][0]["content"] != SYSTEM
+                                         and body["tools"] == scenario.tools for body in trained.asked)
+            deadline = time.monotonic() + 60
+            while registry.index().versions[v2].status == "shadow":  # the proxy's own rollout job judges it
+                assert time.monotonic() < deadline, registry.index().versions[v2]
+                time.sleep(0.2)
+            index = registry.index()
+            assert index.versions[v2].status == "canary" and index.canary.percent == 50
+            assert "reward-model estimate" in index.versions[v2].history[-1]["reason"]
+            wait_for_planner(proxy.url, live=v1, canary=v2)
+
+            def ask(episode: str) -> None:
+                answer = httpx.post(f"{proxy.url}/v1/chat/completions", timeout=30,
+                                    headers={"x-agentgym-episode-id": episode},
+                                    json={"model": "anything", "tools": scenario.tools,
+                                          "messages": [{"role": "user", "content": "Where is my order A-1003?"}]})
+                assert answer.status_code == 200
+
+            asked = len(trained.asked), len(base.asked)
+            ask(canary := _episode_on("canary", "c", 50))  # the canary's episodes: at its own server
+            assert (len(trained.asked), len(base.asked)) == (asked[0] + 1, asked[1])
+            registry.promote(v2, by="test", reason="canary passed")
+            wait_for_planner(proxy.url, live=v2)
+            _wait_for_gateway(proxy.url, v2)
+            ask(promoted := _episode_on("live", "p", 0))
+            registry.rollback(by="test", reason="back")
+            wait_for_planner(proxy.url, live=v1)
+            _wait_for_gateway(proxy.url, v1)
+            ask(rolled_back := _episode_on("live", "r", 0))
+            with agl.client() as client:
+                versions = {e: [(x["data"]["model_version"], x["data"]["server"]["endpoint"]) for x in client.get(
+                    f"/api/rollouts/{e}/events", params={"event_type": "model_request"}).json()]
+                    for e in (promoted, rolled_back)}
+                assert client.get(f"/api/rollouts/{canary}").status_code == 404  # not through the gateway
+            con = stopped_store(proxy)
+    finally:
+        agl.stop()
+    assert versions == {promoted: [(2, f"{b.url}/v1")], rolled_back: [(1, f"{a.url}/v1")]}
+    decided = dict(con.execute("SELECT episode_id, policy_version || ' ' || arm FROM decisions WHERE episode_id IN "
+                               "($c, $p, $r)", {"c": canary, "p": promoted, "r": rolled_back}).fetchall())
+    assert decided == {canary: f"{v2} canary", promoted: f"{v2} live", rolled_back: f"{v1} live"}
