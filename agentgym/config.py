@@ -285,6 +285,11 @@ class LightningConfig(Section):
     gateway: bool = Field(False, description="the proxy's LLM planner asks the live version through agl-server's "
                           "gateway (each episode an Agent Lightning rollout with its planner calls and, once its "
                           "feedback comes, its reward); off: it asks each version's server directly")
+    planner: Literal["ask", "upstream"] = Field(
+        "ask", description="ask: the proxy asks an LLM planner version which tool the agent uses (a call of its "
+        "own); upstream: the agent's own upstream is the self-hosted planner model, so no call is added: the "
+        "agent's requests go through agl-server's gateway as the rollout's model requests and the model's tool "
+        "choice is recorded as the decision (needs planner_model and gateway)")
     planner_timeout_s: float = Field(5.0, gt=0, description="an LLM planner's answer later than this: the request "
                                      "goes to the model unchanged (and the failure is counted)")
     planner_temperature: float = Field(1.0, ge=0, description="the LLM planner's sampling temperature when asked "
@@ -311,6 +316,14 @@ class LightningConfig(Section):
         if value is not None and not value.strip():
             raise ValueError("lightning.planner_model is empty: name the model, or leave it out")
         return value
+
+    @model_validator(mode="after")
+    def _upstream_mode(self) -> LightningConfig:
+        if self.planner == "upstream" and not (self.gateway and self.planner_model):
+            raise ValueError("lightning.planner: upstream sends the agent's requests through agl-server's gateway: "
+                             "set lightning.gateway: true and lightning.planner_model (the name agl-server's "
+                             "default_proxy.model_name serves)")
+        return self
 
 
 class OutcomeRules(Section):

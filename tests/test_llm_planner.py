@@ -40,6 +40,7 @@ from agentgym.scenarios.agents import run_episodes  # noqa: E402
 from agentgym.scenarios.scenario import load_scenario  # noqa: E402
 from agentgym.store.queries import Scope  # noqa: E402
 from agentgym.trainer.encoder import shared_encoder  # noqa: E402
+from agentgym.trainer.lightning import last_fit  # noqa: E402
 from agentgym.trainer.registry import CorruptPolicy, LlmSpec, Registry, default_dir  # noqa: E402
 from agentgym.trainer.rounds import train_round  # noqa: E402
 from agentgym.trainer.shadow import look as shadow_look  # noqa: E402
@@ -289,3 +290,6 @@ def test_a_refused_llm_version_serves_nothing_and_an_llm_shadow_is_judged_by_the
     shadow_value, live_value = map(float, re.findall(r"estimate: ([0-9.]+) against v1's ([0-9.]+)", line)[0])
     assert shadow_value < live_value
     assert registry.index().versions[v3].status == "rolled_back"
+    # the reward model it was judged by is the report's (its held-out agreement, as in the analysis line)
+    kept = last_fit.summary(registry.folder)
+    assert kept["by"] == f"the shadow step judging {v3}" and f"AUC {kept['held_out']['auc']}:" in line

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from agentgym.store.queries import Scope, with_base
 from agentgym.trainer import by_hand
+from agentgym.trainer.lightning import last_fit
 from agentgym.trainer.registry import Registry
 
 # How many points the timeline has when the window is left to the report (the dashboard's default).
@@ -103,6 +104,7 @@ def build_report(con: duckdb.DuckDBPyConnection, scope: Scope, window: int | Non
         "timeline": _timeline(con, scope, window),
         "timeline_by": _timeline_by(con, scope, window),
         **_registry(registry),
+        "reward_model": last_fit.summary(registry.folder),  # the LLM gate's reward model, if one was fitted
         "filter_values": _filter_values(con),
     }
 
@@ -394,3 +396,5 @@ def print_tables(report: dict[str, Any], console: Console) -> None:
     for trial in (rollout["canary"], rollout["shadow"]):
         for line in trial["analysis"] if trial else []:
             console.print(f"{trial['version']} analysis: {line}")
+    if report.get("reward_model"):
+        console.print(last_fit.line(report["reward_model"]))

@@ -79,7 +79,8 @@ def build_proxy(settings: Settings) -> Proxy:
     upstream = OpenAICompatible(settings.upstream)
     registry = Registry(settings.planner.policies_dir or default_dir(settings.store.path))
     llm = LlmPlanner(settings.lightning, settings.trainer.reward,
-                     lambda stage: metrics.internal_errors.labels(stage).inc())
+                     lambda stage: metrics.internal_errors.labels(stage).inc(), upstream_url=settings.upstream.url,
+                     agent_timeout_s=settings.upstream.timeout_s)
     planner = Planner(settings.planner, registry, recorder, llm=llm)
     metrics.watch(recorder, planner, costing)
     chat = ChatCompletions(
@@ -114,6 +115,17 @@ async def _watch_policies(planner: Planner, every_s: float) -> None:
         await asyncio.sleep(every_s)
 
 
+async def _close_idle_rollouts(llm: LlmPlanner, idle_s: float) -> None:
+    """Close the Agent Lightning rollouts of episodes gone idle without feedback, as the store counts
+    them finished (looked at four times an idle timeout, at most every 30 s)."""
+    while True:
+        await asyncio.sleep(min(max(idle_s / 4, 0.05), 30.0))
+        try:
+            llm.close_idle(idle_s)
+        except Exception:  # noqa: BLE001 - serving goes on; the next look tries again
+            log.exception("closing idle Agent Lightning rollouts failed")
+
+
 def create_app(settings: Settings, *, public_url: str | None = None) -> Starlette:
     """The ASGI app. `public_url` is where this server listens, announced beside the store file."""
     proxy = build_proxy(settings)
@@ -125,13 +137,17 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
         proxy.recorder.start()
         if public_url:
             proxy.server_note = live_server.announce(settings.store.path, public_url)
-        watcher = asyncio.create_task(_watch_policies(proxy.planner, settings.planner.refresh_s))
+        watchers = [asyncio.create_task(_watch_policies(proxy.planner, settings.planner.refresh_s))]
+        if settings.lightning.gateway and proxy.planner.llm is not None:
+            watchers.append(asyncio.create_task(_close_idle_rollouts(proxy.planner.llm,
+                                                                     settings.episodes.idle_timeout_s)))
         if settings.trainer.enabled or settings.rollout.automatic:
             proxy.schedule.start()
         try:
             yield
         finally:
-            watcher.cancel()
+            for watcher in watchers:
+                watcher.cancel()
             await run_in_threadpool(proxy.schedule.stop)
             if proxy.server_note is not None:
                 live_server.withdraw(settings.store.path, proxy.server_note)
