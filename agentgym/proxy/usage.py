@@ -81,10 +81,11 @@ class UsageCosting:
         if self._deferred:
             self.litellm()
 
-    def backfill(self, con: Any) -> None:
-        """Fill in tokens and cost of rows stored while litellm was importing (recorder maintenance)."""
+    def backfill(self, con: Any) -> bool:
+        """Fill in tokens and cost of rows stored while litellm was importing (recorder maintenance);
+        True if it did."""
         if not self._deferred or self._litellm is None:
-            return
+            return False
         records, self._deferred = self._deferred, []
         measured = [(r.id, *self._measure(r)) for r in records]
         con.execute(
@@ -93,6 +94,7 @@ class UsageCosting:
             "WHERE inferences.id = v.id",
             [list(column) for column in zip(*measured, strict=True)],
         )
+        return True
 
     def _measure(self, record: InferenceRecord) -> tuple[int | None, int | None, bool, float | None]:
         prompt, completion, estimated = self._tokens(record)
