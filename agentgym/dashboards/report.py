@@ -43,7 +43,7 @@ def _iso(value: datetime | None) -> str | None:
 # (the shared CTEs cost most of a report, and every figure needs them): its episodes, numbered in
 # order of their end while finished (`seq`); its requests and its tool calls, each with its
 # episode's policy version, arm and timeline window (`win`). Tool calls are counted by everything a
-# figure splits them by, a few thousand rows at most, so that no figure reads them again.
+# figure splits them by (a few thousand rows at the dashboard's ~50 windows), so no figure reads them again.
 SCOPED_EPISODES = """
     SELECT episode_id, ok, finished, ended_at, policy_version, arm,
            CASE WHEN finished THEN row_number() OVER (PARTITION BY finished ORDER BY ended_at, episode_id) - 1
