@@ -29,6 +29,13 @@ def test_a_report_is_reused_only_while_nothing_was_written():
     aging.get("all", 1, build("all"))  # too old: the clock alone finishes idle episodes
     assert built[-2:] == ["all", "all"]
 
+    def slow():  # a build that outlasts max_age_s: aged from its end, so still kept
+        time.sleep(0.1)
+        return build("slow")()
+
+    slow_first = aging.get("slow", 1, slow)
+    assert aging.get("slow", 1, slow) is slow_first and built[-1] == "slow" and built.count("slow") == 1
+
 
 def test_concurrent_asks_build_one_report():
     cache, calls = ReportCache(), []
