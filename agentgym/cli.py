@@ -179,6 +179,12 @@ def train(
     config: ConfigOption = None,
     db: DbOption = None,
     once: Annotated[bool, typer.Option("--once", help="one round now, then exit")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="the rounds under a live terminal dashboard: tool "
+                                        "reliability, tokens, cost, the policy in charge, the next round")] = False,
+    rounds: Annotated[int | None, typer.Option(min=1, help="stop after this many rounds (default: until "
+                                               "interrupted)")] = None,
+    target: Annotated[float | None, typer.Option(min=0, max=1, help="with --watch: the tool success rate to "
+                                                 "show reliability against (default 0.95)")] = None,
     device: Annotated[Device | None, typer.Option(help="where the engine trains (default: trainer.device)")] = None,
     engine: Annotated[EngineName, typer.Option(help="torch: the built-in engine for the default planner; "
                                                "lightning: Agent Lightning's VERL trainer for an LLM planner "
@@ -192,6 +198,7 @@ def train(
     """Training rounds on what the proxy recorded: one (--once), or on the trainer's schedule.
 
     Works while `agentgym serve` holds the store: the round then runs inside that server.
+    --watch shows the rounds with the terminal dashboard (as `agentgym demo` does).
     With --engine lightning, prepares an Agent Lightning run of an LLM planner (--dry-run: checks it)."""
     settings = _settings(config, store={"path": db}, trainer={"device": device.value if device else None})
     if engine is EngineName.lightning:
@@ -205,8 +212,12 @@ def train(
     try:
         if once:
             print(json.dumps(round_once(settings), indent=2, default=str))
+        elif watch:
+            from agentgym.dashboards.train_watch import watch as watch_rounds
+
+            watch_rounds(settings, console, rounds=rounds, **_given({"target": target}))
         else:
-            run_schedule(settings, lambda result: console.print_json(json.dumps(result, default=str)))
+            run_schedule(settings, lambda result: console.print_json(json.dumps(result, default=str)), rounds=rounds)
     except RoundError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc

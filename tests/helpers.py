@@ -148,15 +148,15 @@ def report_json(db: str, *extra: str) -> dict[str, Any]:
 
 
 def register_policy(registry: Registry, weights: PolicyWeights | None = None, *, b_defer: float = 0.0,
-                    parent: str | None = None) -> str:
+                    parent: str | None = None, gate: dict | None = None) -> str:
     """A version on the proxy's encoder (zero-shot, leaning to defer by `b_defer`, unless `weights`
-    are given): its name."""
+    are given), admitted on `gate` (none by default): its name."""
     from agentgym.trainer.encoder import shared_encoder
 
     encoder = shared_encoder()
     weights = weights or PolicyWeights.zero_shot(encoder.dimensions, b_defer=b_defer)
     return registry.register(weights, parent=parent, encoder="e", encoder_checksum=encoder.checksum, training={},
-                             gate={}).version
+                             gate=gate or {}).version
 
 
 def forcing(dimensions: int, tool: str, *, action: str = "force") -> PolicyWeights:

@@ -8,6 +8,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import orjson
 from starlette.applications import Starlette
@@ -18,7 +19,8 @@ from starlette.routing import Route
 
 from agentgym.config import Settings
 from agentgym.dashboards.metrics import ProxyMetrics
-from agentgym.dashboards.report import build_report
+from agentgym.dashboards.report import build_report, registry_part
+from agentgym.dashboards.report_cache import ReportCache
 from agentgym.dashboards.report_source import from_query
 from agentgym.proxy.admin import PolicyAdmin, admin_allowed, denied
 from agentgym.proxy.chat_completions import BadRequest, ChatCompletions
@@ -129,6 +131,7 @@ async def _close_idle_rollouts(llm: LlmPlanner, idle_s: float) -> None:
 def create_app(settings: Settings, *, public_url: str | None = None) -> Starlette:
     """The ASGI app. `public_url` is where this server listens, announced beside the store file."""
     proxy = build_proxy(settings)
+    reports = ReportCache()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -207,10 +210,15 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
             return Response(error_body(str(exc), "invalid_request_error", "invalid_query"), 400,
                             media_type="application/json")
 
-        def report() -> dict:
-            proxy.recorder.flush(timeout=5)
+        def build() -> dict:
             with proxy.recorder.reader() as con:
                 return build_report(con, scope, window, registry=proxy.planner.registry)
+
+        def report() -> dict:
+            proxy.recorder.flush(timeout=5)
+            data = reports.get((scope, window), proxy.recorder.writes, build)
+            # a kept report's figures are the store's now; the registry may have moved since
+            return {**data, "generated_at": datetime.now(UTC).isoformat(), **registry_part(proxy.planner.registry)}
 
         try:
             data = await run_in_threadpool(report)

@@ -89,10 +89,11 @@ class UsageCosting:
         if self._deferred:
             self.litellm()
 
-    def backfill(self, con: Any) -> None:
-        """Fill in tokens and cost of rows stored while litellm was importing (recorder maintenance)."""
+    def backfill(self, con: Any) -> bool:
+        """Fill in tokens and cost of rows stored while litellm was importing (recorder maintenance);
+        True if it did."""
         if not self._deferred or self._litellm is None:
-            return
+            return False
         measured = [(r.id, *self._measure(r)) for r in self._deferred]
         self._deferred = []  # after measuring (same thread as `row`): `pending` is 0 once all are counted
         con.execute(
@@ -101,6 +102,7 @@ class UsageCosting:
             "WHERE inferences.id = v.id",
             [list(column) for column in zip(*measured, strict=True)],
         )
+        return True
 
     def _measure(self, record: InferenceRecord) -> tuple[int | None, int | None, bool, float | None]:
         prompt, completion, estimated = self._tokens(record)

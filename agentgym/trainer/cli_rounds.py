@@ -7,8 +7,9 @@ it leaves beside the store); otherwise here, on the file itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 import time
+from collections.abc import Callable
 from contextlib import closing
 from datetime import datetime
 from typing import Any
@@ -69,18 +70,42 @@ def _in_server(settings: Settings, lock_error: Exception) -> dict[str, Any]:
     return response.json()
 
 
-def run_schedule(settings: Settings, report: Callable[[dict[str, Any]], None]) -> None:
-    """Rounds every `trainer.every_s` (default 300 s) until interrupted, on APScheduler."""
-    from apscheduler.schedulers.blocking import BlockingScheduler
+def run_schedule(settings: Settings, on_round: Callable[[dict[str, Any]], None], *, rounds: int | None = None,
+                 tick: Callable[[], None] | None = None) -> None:
+    """Rounds every `trainer.every_s` (default 300 s, the first now) on APScheduler, until interrupted
+    or `rounds` have run; `tick` is called about twice a second meanwhile (the terminal dashboard).
+    A round that fails is reported as such and the schedule goes on."""
+    from apscheduler.schedulers.background import BackgroundScheduler
 
-    scheduler = BlockingScheduler()
+    done: list[dict[str, Any]] = []
     export = WandbExport(settings.trainer.wandb)  # one W&B run for the rounds run here
-    scheduler.add_job(lambda: report(round_once(settings, export)), "interval",
-                      seconds=settings.trainer.every_s or 300, next_run_time=datetime.now().astimezone(), max_instances=1, coalesce=True)
+
+    def job() -> None:
+        try:
+            result = round_once(settings, export)
+        except RoundError as exc:
+            result = {"status": "failed", "reason": str(exc)}
+        on_round(result)
+        done.append(result)
+
+    # "skipped: a round is running" is normal when a round outlasts the interval: not for the screen
+    quiet = logging.getLogger("agentgym.trainer.cli_scheduler")
+    quiet.setLevel(logging.ERROR)
+    scheduler = BackgroundScheduler(daemon=True, logger=quiet)
+    scheduler.add_job(job, "interval", seconds=every_s(settings), next_run_time=datetime.now().astimezone(),
+                      max_instances=1, coalesce=True)
+    scheduler.start()
     try:
-        scheduler.start()
-    except (KeyboardInterrupt, SystemExit):
+        while rounds is None or len(done) < rounds:
+            if tick is not None:
+                tick()
+            time.sleep(0.5)
+    except KeyboardInterrupt:
         pass
     finally:
+        scheduler.shutdown(wait=False)
         export.close()
 
+
+def every_s(settings: Settings) -> float:
+    return settings.trainer.every_s or 300
