@@ -216,10 +216,10 @@ def check_recorded_run(con: duckdb.DuckDBPyConnection, episode_id: str, runs: Se
     return {outcome for _, _, outcome in recorded.calls}
 
 
-def run_script(command: list[str], base_url: str) -> str:
+def run_script(command: list[str], base_url: str, env: dict[str, str] | None = None) -> str:
     """A user's script (its path relative to the repository), run as they would: a process of its own,
-    OPENAI_BASE_URL pointing at the proxy. Its standard output."""
-    env = {**os.environ, "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "sk-any"}
+    OPENAI_BASE_URL pointing at the proxy (and `env` set). Its standard output."""
+    env = {**os.environ, "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "sk-any", **(env or {})}
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     return result.stdout

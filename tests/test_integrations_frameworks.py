@@ -1,28 +1,58 @@
 """The OpenAI Agents SDK, AutoGen and CrewAI, each running its own agent loop through a real proxy in
 front of the simulated model: what the proxy recorded, and the planner's decision reaching the agent.
 
-Each framework's agent runs as a process of its own, in a Python that has the framework (CrewAI's
-pins clash with AgentGym's own, so it has a venv of its own: `make .venv-crewai/.installed`).
+Each framework's agent runs as a process of its own (tests/framework_runs.py, the examples), in a
+Python that has the framework: CrewAI's pins clash with AgentGym's own, so it has a venv of its own
+(`make .venv-crewai/.installed`); the others are test dependencies.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import re
-import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import stopped_store
-from recorded import ROOT, expected_outcomes, forcing_proxy, framework_env, framework_python, recorded, run_tasks
+from helpers import (ROOT, check_recorded_run, expected_calls, forcing, recorded_episode, register_policy, run_script,
+                     wait_for_planner)
 
-from agentgym.scenarios.framework_tools import MAX_TURNS
+from agentgym.scenarios.framework_tools import MAX_TURNS, TaskResult, ToolRun
+from agentgym.trainer.encoder import shared_encoder
+from agentgym.trainer.registry import Registry, default_dir
 
 FRAMEWORKS = ["openai_agents", "autogen", "crewai"]
+EXAMPLES = {"openai_agents": "examples/openai_agents.py", "autogen": "examples/autogen_agent.py",
+            "crewai": "examples/crewai_agent.py"}
 # CrewAI stops an agent that makes the same call with the same arguments, and gets the same result, 5 times.
 FORCED_TURNS = {"openai_agents": MAX_TURNS, "autogen": MAX_TURNS, "crewai": 5}
-EXAMPLES = {"openai_agents": "openai_agents.py", "autogen": "autogen_agent.py", "crewai": "crewai_agent.py"}
+
+
+def framework_python(framework: str) -> str:
+    """The Python that has the framework: CrewAI's own venv (the Makefile makes it), else this one."""
+    if framework != "crewai":
+        return sys.executable
+    python = ROOT / ".venv-crewai" / "bin" / "python"
+    assert python.exists(), "CrewAI runs in a venv of its own: make .venv-crewai/.installed"
+    return str(python)
+
+
+def framework_env(home: Path) -> dict[str, str]:
+    """CrewAI's telemetry off (it would wait on servers it cannot reach), its files in `home`."""
+    return {"CREWAI_DISABLE_TELEMETRY": "true", "HOME": str(home)}
+
+
+def run_tasks(framework: str, base_url: str, scenario_file: Path, runs: list[tuple[int, int, bool]],
+              workdir: Path) -> list[TaskResult]:
+    """(task index, seed, stream) runs through the framework's `run_task`, in a process of its own."""
+    out = workdir / f"{framework}-runs.json"
+    run_script([framework_python(framework), "tests/framework_runs.py", framework, base_url, str(scenario_file),
+                str(out), json.dumps(runs)], base_url, framework_env(workdir))
+    return [TaskResult(r["episode_id"], r["success"], tuple(ToolRun(**run) for run in r["tool_runs"]))
+            for r in json.loads(out.read_text())]
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -30,48 +60,48 @@ def test_a_task_through_the_frameworks_loop_is_one_recorded_episode_streamed_or_
     plain, streamed = run_tasks(framework, f"{proxy.url}/v1", tiny, [(0, 7, False), (1, 8, True)], tmp_path)
     con = stopped_store(proxy)
     for result, stream, seed in ((plain, False, 7), (streamed, True, 8)):
-        seen = recorded(con, result.episode_id)
-        assert result.tool_runs and seen.links == {"header"}  # every request carried the run's episode id
-        assert len(seen.streamed) >= 2 and seen.streamed == [stream] * len(seen.streamed)
-        assert seen.seeds == [seed] * len(seen.seeds)
-        assert [name for name, _ in seen.calls] == [run.name for run in result.tool_runs]
-        assert seen.outcomes == expected_outcomes(result)  # the agent answered: every result came back
-        assert seen.feedback == [result.success]
-    assert con.execute("SELECT count(DISTINCT episode_id) FROM inferences").fetchone()[0] == 2
+        check_recorded_run(con, result.episode_id, result.tool_runs, result.success, streamed=stream,
+                           label=f"{framework}, stream={stream}")
+        seeds = con.execute("SELECT DISTINCT request::JSON->>'seed' FROM inferences WHERE episode_id = ?",
+                            [result.episode_id]).fetchall()
+        assert seeds == [(str(seed),)], framework  # run_task's seed reached the model on every request
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_the_planners_forced_tool_is_what_the_frameworks_agent_calls(framework, start_proxy, tiny, tmp_path):
     """A live version forcing send_invoice (no use to an order-status question), on streamed requests:
     the agent calls it on every turn until its loop stops it, and each decision is recorded."""
-    proxy, version = forcing_proxy(start_proxy, tmp_path, "send_invoice")
+    db = tmp_path / "forcing.duckdb"
+    registry = Registry(default_dir(db))
+    version = register_policy(registry, forcing(shared_encoder().dimensions, "send_invoice"))
+    registry.promote(version, by="test", reason="force send_invoice")
+    proxy = start_proxy(db=db, env={"AGENTGYM_PLANNER__REFRESH_S": "0.1", "AGENTGYM_PLANNER__EPSILON": "0"})
+    wait_for_planner(proxy.url, live=version)
     (result,) = run_tasks(framework, f"{proxy.url}/v1", tiny, [(0, 0, True)], tmp_path)
-    seen = recorded(stopped_store(proxy), result.episode_id)
+    recorded = recorded_episode(stopped_store(proxy), result.episode_id)
     turns = FORCED_TURNS[framework]
     assert [run.name for run in result.tool_runs] == ["send_invoice"] * turns and not result.success
-    assert seen.decisions == [(version, "live", "force", "send_invoice")] * turns
-    assert seen.offered_tools == turns and [name for name, _ in seen.calls] == ["send_invoice"] * turns
-    assert seen.outcomes == ["error"] * (turns - 1) + [None]  # the last result was never sent back
-    assert seen.feedback == [False]
+    assert recorded.decisions == [(version, "live", "force", "send_invoice", ["send_invoice"])] * turns
+    *answered, (name, arguments, outcome) = recorded.calls
+    assert answered == expected_calls(result.tool_runs[:-1])
+    assert (name, arguments, outcome) == ("send_invoice", result.tool_runs[-1].arguments, None)  # never sent back
+    assert recorded.links == ["header"] * turns and recorded.feedback == [False]
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_the_example_runs_as_a_user_would(framework, proxy, tmp_path):
-    env = {**framework_env(tmp_path), "OPENAI_BASE_URL": f"{proxy.url}/v1", "MODEL": "agentgym-sim"}
-    done = subprocess.run([str(framework_python(framework)), str(ROOT / "examples" / EXAMPLES[framework])],
-                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-4000:]
-    con = stopped_store(proxy)
-    (episode_id,) = con.execute("SELECT DISTINCT episode_id FROM inferences").fetchone()
-    seen = recorded(con, episode_id)
-    assert seen.links == {"header"} and seen.calls == [("get_order_status", "success")]
-    assert seen.feedback == [True] and "shipped" in done.stdout
+def test_the_example_runs_through_the_proxy(framework, proxy, tmp_path):
+    out = run_script([framework_python(framework), EXAMPLES[framework]], f"{proxy.url}/v1", framework_env(tmp_path))
+    episode_id = re.search(r"^episode (\S+):", out, re.MULTILINE).group(1)
+    recorded = recorded_episode(stopped_store(proxy), episode_id)
+    assert recorded.calls == [("get_order_status", {"order_id": "A-1002"}, "success")]
+    assert recorded.links == ["header", "header"] and recorded.feedback == [True]
+    assert "processing" in out
 
 
 def test_the_agents_sdks_default_responses_model_cannot_go_through_the_proxy(proxy):
     """The limit: the SDK's default model speaks the Responses API, which the proxy does not serve
     (404, nothing recorded). The workaround, with the agent unchanged: a run config whose provider
-    uses chat completions."""
+    uses chat completions (or `chat_model`, or `set_default_openai_api("chat_completions")`)."""
     from agents import Agent, OpenAIProvider, RunConfig, Runner
     from openai import AsyncOpenAI, NotFoundError
 

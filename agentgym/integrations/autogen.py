@@ -6,6 +6,9 @@ stamps the run's episode id. Task tools are `BaseTool`s validating arguments wit
 pydantic model but offered with the scenario's JSON schema as it is, so the proxy and its planner
 see the tools the scenario declares. `AssistantAgent` stops after one round of tool calls unless
 told otherwise; `run_task` lets it go on to MAX_TURNS, as an agent that works a task through does.
+AutoGen does not ask for streamed usage; a streaming `run_task` does (`stream_options`, a create
+argument of the whole client, so only on a streaming agent's), and the proxy records the model's
+token counts rather than estimating them.
 """
 
 from __future__ import annotations
@@ -57,12 +60,13 @@ async def run_task(base_url: str, scenario: Scenario, task: Task, *, model: str 
                    stream: bool = False) -> TaskResult:
     """One task through `AssistantAgent.run` (`model_client_stream` when `stream`)."""
     tools = TaskTools(scenario, task)
-    client = chat_model(base_url, model=model, seed=seed)
+    usage = {"stream_options": {"include_usage": True}} if stream else {}
+    client = chat_model(base_url, model=model, seed=seed, **usage)
     agent = AssistantAgent("assistant", model_client=client, tools=[TaskTool(spec) for spec in tools.specs],
                            system_message=scenario.system_prompt, model_client_stream=stream,
                            max_tool_iterations=MAX_TURNS)
     try:
-        with episode(base_url=base_url) as ep:
+        async with episode(base_url=base_url) as ep:
             await agent.run(task=task.user)
             ep.success = tools.complete
     finally:

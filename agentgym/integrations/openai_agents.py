@@ -4,7 +4,9 @@ The SDK's default model speaks the Responses API; the proxy serves chat completi
 agent's model is the SDK's `OpenAIChatCompletionsModel` over an `AsyncOpenAI` client on the
 proxy, whose httpx client stamps the run's episode id. Task tools are `FunctionTool`s with the
 scenario's JSON schema as it is (not rewritten to strict mode), so the proxy and its planner see
-the tools the scenario declares. The SDK's tracing exports to OpenAI; `run_task` turns it off.
+the tools the scenario declares. The SDK asks for streamed usage only from OpenAI's own URL, so
+`run_task`'s agent asks for it (`ModelSettings(include_usage=True)`): the proxy records the model's
+token counts rather than estimating them. The SDK's tracing exports to OpenAI; `run_task` turns it off.
 """
 
 from __future__ import annotations
@@ -48,9 +50,9 @@ async def run_task(base_url: str, scenario: Scenario, task: Task, *, model: str 
         agent = Agent(name=scenario.name, instructions=scenario.system_prompt,
                       model=chat_model(base_url, model=model, http_client=http),
                       tools=[function_tool(spec) for spec in tools.specs],
-                      model_settings=ModelSettings(extra_args={"seed": seed}))
+                      model_settings=ModelSettings(include_usage=True, extra_args={"seed": seed}))
         config = RunConfig(tracing_disabled=True)
-        with episode(base_url=base_url) as ep:
+        async with episode(base_url=base_url) as ep:
             try:
                 if stream:
                     run = Runner.run_streamed(agent, task.user, max_turns=MAX_TURNS, run_config=config)
