@@ -111,7 +111,8 @@ class Trainer:
     episodes; default the scenario's schedule, but at least two rounds in a short run), `window`
     (episodes per point of the curve; default `train_every`, a point per version served),
     `workdir` (default `~/.cache/agentgym/<scenario>`; a run in a workdir that has one carries on
-    from its live version), `config`: agentgym.yaml-shaped overrides for the proxy.
+    from its live version), `model` (what the agents ask for; the simulator answers any name),
+    `config`: agentgym.yaml-shaped overrides for the proxy (`{"trainer": {"steps": 30}}`).
     """
 
     def __init__(self, scenario: str = "customer_support", framework: str = "openai",
