@@ -5,6 +5,8 @@ PYTHON ?= $(shell for p in $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.1[2-9]
 VENV := .venv
 # tests/test_dashboard.py renders the dashboard in Debian's Chromium (about 35 s to install, once).
 CHROMIUM := /usr/bin/chromium
+# tests/test_integrations_node.py runs examples/node/agent.mjs: Node 20+ and the openai Node SDK (npm ci, 5 s, once).
+NODE_MODULES := examples/node/node_modules/.package-lock.json
 # litellm would otherwise fetch its price map from the network at import.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
@@ -21,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(VENV)/bin/agentgym demo
 
-test: $(VENV)/.installed $(CHROMIUM)
+test: $(VENV)/.installed $(CHROMIUM) $(NODE_MODULES)
 	$(VENV)/bin/python -m pytest -q
 
 $(CHROMIUM):
@@ -29,6 +31,15 @@ $(CHROMIUM):
 	$(CHROMIUM): install Debian's chromium package (as root: apt-get install chromium), then run make test again" >&2; exit 1; }
 	@echo "installing Debian's chromium for tests/test_dashboard.py"
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+
+$(NODE_MODULES): examples/node/package-lock.json
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null || { echo "tests/test_integrations_node.py \
+	needs Node 20+ and npm: install them (as root: apt-get install nodejs npm), then run make test again" >&2; exit 1; }; \
+	echo "installing Debian's nodejs and npm for tests/test_integrations_node.py"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	@node -e 'process.exit(+(process.versions.node.split(".")[0] < 20))' || { echo "tests/test_integrations_node.py needs \
+	Node 20+ (the openai Node SDK), not $$(node --version)" >&2; exit 1; }
+	cd examples/node && npm ci --no-audit --no-fund --loglevel=error
 
 # LiteLLM's own proxy, the comparison point, lives in a venv of its own, never in .venv.
 LITELLM_VENV := benchmarks/.venv-litellm

@@ -179,6 +179,12 @@ def train(
     config: ConfigOption = None,
     db: DbOption = None,
     once: Annotated[bool, typer.Option("--once", help="one round now, then exit")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="the rounds under a live terminal dashboard: tool "
+                                        "reliability, tokens, cost, the policy in charge, the next round")] = False,
+    rounds: Annotated[int | None, typer.Option(min=1, help="stop after this many rounds (default: until "
+                                               "interrupted)")] = None,
+    target: Annotated[float | None, typer.Option(min=0, max=1, help="with --watch: the tool success rate to "
+                                                 "show reliability against (default 0.95)")] = None,
     device: Annotated[Device | None, typer.Option(help="where the engine trains (default: trainer.device)")] = None,
     engine: Annotated[EngineName, typer.Option(help="torch: the built-in engine for the default planner; "
                                                "lightning: Agent Lightning's VERL trainer for an LLM planner "
@@ -192,6 +198,7 @@ def train(
     """Training rounds on what the proxy recorded: one (--once), or on the trainer's schedule.
 
     Works while `agentgym serve` holds the store: the round then runs inside that server.
+    --watch shows the rounds with the terminal dashboard (as `agentgym demo` does).
     With --engine lightning, prepares an Agent Lightning run of an LLM planner (--dry-run: checks it)."""
     settings = _settings(config, store={"path": db}, trainer={"device": device.value if device else None})
     if engine is EngineName.lightning:
@@ -205,8 +212,12 @@ def train(
     try:
         if once:
             print(json.dumps(round_once(settings), indent=2, default=str))
+        elif watch:
+            from agentgym.dashboards.train_watch import watch as watch_rounds
+
+            watch_rounds(settings, console, rounds=rounds, **_given({"target": target}))
         else:
-            run_schedule(settings, lambda result: console.print_json(json.dumps(result, default=str)))
+            run_schedule(settings, lambda result: console.print_json(json.dumps(result, default=str)), rounds=rounds)
     except RoundError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
@@ -497,6 +508,25 @@ def serve_model(
     err.print(f"simulated model on http://{host}:{port}/v1 ({knobs.model_dump()})")
     uvicorn.run(create_model_app(knobs, seed), host=host, port=port, log_level="warning", access_log=False,
                 timeout_keep_alive=75)  # as the proxy's: the proxy's pooled client closes idle connections first
+
+
+@scenarios_app.command("drive")
+def scenarios_drive(
+    proxy: Annotated[str, typer.Option(help="the running proxy's address, e.g. http://127.0.0.1:8080")],
+    scenario: Annotated[str, typer.Option(help="scenario name, file, or module:Class")] = "code_review",
+    episodes: Annotated[int, typer.Option(min=1, help="agent episodes to run")] = 1000,
+    seed: Annotated[int, typer.Option(help="seed for the tasks drawn")] = 0,
+    concurrency: Annotated[int, typer.Option(min=1, help="agents running at once")] = 4,
+) -> None:
+    """Run a scenario's simulated agents through a proxy already running (its upstream: `serve-model`)."""
+    import asyncio
+
+    from agentgym.scenarios.agents import run_episodes
+
+    results = asyncio.run(run_episodes(proxy.rstrip("/"), _scenario(scenario), episodes=episodes, seed=seed,
+                                       concurrency=concurrency))
+    console.print(f"{len(results)} episodes, {sum(r.success for r in results)} succeeded, "
+                  f"{sum(r.tool_errors for r in results)} of {sum(r.tool_calls for r in results)} tool calls failed")
 
 
 def _scenario(name: str):

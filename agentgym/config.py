@@ -35,6 +35,8 @@ class ServerConfig(Section):
         description="if set, clients must send one of these as `Authorization: Bearer KEY`",
     )
     admin_key: str | None = Field(None, description="required by /admin/*; unset means admin is local-token only")
+    metrics_label_limit: int = Field(200, ge=1, description="distinct tool and model names /metrics labels "
+                                     "(clients choose them); later ones are counted as \"other\"")
 
 
 class UpstreamConfig(Section):
@@ -104,6 +106,16 @@ class PlannerConfig(Section):
     seed: int | None = Field(None, description="seed for the exploration draws (tests, benchmarks)")
 
 
+class WandbConfig(Section):
+    """Export of each training round's statistics to Weights & Biases (`pip install 'agentgym[wandb]'`);
+    W&B's own variables (WANDB_API_KEY, WANDB_MODE, WANDB_DIR, WANDB_ENTITY) apply."""
+
+    project: str | None = Field(None, description="the W&B project; unset: $WANDB_PROJECT, and with neither, "
+                                "no export")
+    entity: str | None = Field(None, description="the W&B team or user; unset: W&B's default")
+    tags: list[str] = Field(default_factory=list, description="tags on the run")
+
+
 class TrainerConfig(Section):
     """The scheduled trainer (in the proxy process when enabled, or `agentgym train` beside it)."""
 
@@ -134,6 +146,7 @@ class TrainerConfig(Section):
         13.0, description="the first version scores 'defer' this high, 'offer' 2 lower, 'force' 0: "
         "how often it leaves requests alone (the untrained model) while it learns")
     reward: RewardRule = RewardRule()
+    wandb: WandbConfig = WandbConfig()
 
 
 RolloutMetric = Literal["episode_success", "tool_success", "cost_per_success", "latency_p95"]
@@ -272,6 +285,11 @@ class LightningConfig(Section):
     gateway: bool = Field(False, description="the proxy's LLM planner asks the live version through agl-server's "
                           "gateway (each episode an Agent Lightning rollout with its planner calls and, once its "
                           "feedback comes, its reward); off: it asks each version's server directly")
+    planner: Literal["ask", "upstream"] = Field(
+        "ask", description="ask: the proxy asks an LLM planner version which tool the agent uses (a call of its "
+        "own); upstream: the agent's own upstream is the self-hosted planner model, so no call is added: the "
+        "agent's requests go through agl-server's gateway as the rollout's model requests and the model's tool "
+        "choice is recorded as the decision (needs planner_model and gateway)")
     planner_timeout_s: float = Field(5.0, gt=0, description="an LLM planner's answer later than this: the request "
                                      "goes to the model unchanged (and the failure is counted)")
     planner_temperature: float = Field(1.0, ge=0, description="the LLM planner's sampling temperature when asked "
@@ -298,6 +316,14 @@ class LightningConfig(Section):
         if value is not None and not value.strip():
             raise ValueError("lightning.planner_model is empty: name the model, or leave it out")
         return value
+
+    @model_validator(mode="after")
+    def _upstream_mode(self) -> LightningConfig:
+        if self.planner == "upstream" and not (self.gateway and self.planner_model):
+            raise ValueError("lightning.planner: upstream sends the agent's requests through agl-server's gateway: "
+                             "set lightning.gateway: true and lightning.planner_model (the name agl-server's "
+                             "default_proxy.model_name serves)")
+        return self
 
 
 class OutcomeRules(Section):

@@ -8,14 +8,18 @@ Then a real `agentgym serve` process opens the file, and over real HTTP on 127.0
 
 - page: GET /dashboard (the HTML shell) and GET /dashboard/assets/plotly.min.js (gzipped);
 - data: GET /admin/report, what the page polls: the whole store, the last 24 hours, one model,
-  one scenario (window=auto: about 50 timeline windows);
+  one scenario (window=auto: about 50 timeline windows), each built afresh (every ask names a
+  different `until` far in the future: same rows, so the proxy's report cache cannot answer);
+- kept: the whole store's report asked again with nothing written since (the proxy's cache);
+- cli: `agentgym report --format json` as a new process, through the serving proxy (built
+  afresh) and, after the proxy stops, on the file itself;
 - browser (when Debian's Chromium is at /usr/bin/chromium): a fresh headless page from
   navigation until every chart is drawn.
 
 Each timing is the median and the slowest of --repeat runs after one warm-up.
 
-    .venv/bin/python benchmarks/dashboard_speed.py                              # 10^4 and 10^5
-    .venv/bin/python benchmarks/dashboard_speed.py --inferences 1000000 --repeat 3
+    .venv/bin/python benchmarks/dashboard_speed.py                              # 10^4, 10^5, 10^6
+    .venv/bin/python benchmarks/dashboard_speed.py --inferences 10000 --repeat 2
 
 Raw results go to benchmarks/results/dashboard_speed-<date>.json.
 """
@@ -26,11 +30,15 @@ import argparse
 import datetime as dt
 import json
 import os
+import itertools
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import duckdb
 import httpx
 
 from agentgym.scenarios import local_stack
@@ -101,6 +109,30 @@ def timed(get, repeat: int) -> dict:
             "wire_bytes": response.num_bytes_downloaded}
 
 
+ASKS = itertools.count()
+
+
+def fresh_until() -> str:
+    """A different `until` on every call, after every row: the same report, never a kept one."""
+    return (dt.datetime(2100, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=next(ASKS))).isoformat()
+
+
+def cli_report(db: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "agentgym", "report", "--db", str(db), "--format", "json", *args],
+                          capture_output=True, check=True, timeout=600)
+
+
+def timed_cli(db: Path, repeat: int, *args: str) -> dict:
+    def once() -> float:
+        started = time.perf_counter()
+        cli_report(db, "--until", fresh_until(), *args)
+        return (time.perf_counter() - started) * 1000
+
+    once()  # warm-up
+    runs = [once() for _ in range(repeat)]
+    return {"median_ms": round(statistics.median(runs), 1), "max_ms": round(max(runs), 1)}
+
+
 def browser_load(url: str, repeat: int) -> dict | None:
     """A fresh page (no cache) from navigation until the report is drawn."""
     if not os.access(CHROMIUM, os.X_OK):
@@ -125,7 +157,7 @@ def browser_load(url: str, repeat: int) -> dict | None:
 
 def measure(n: int, repeat: int, folder: Path) -> dict:
     db = folder / f"dashboard-{n}.duckdb"
-    result = {"inferences": n, **fill(db, n)}
+    result = {"inferences": n, **fill(db, n), "load_average_before": round(os.getloadavg()[0], 2)}
     proxy = local_stack.start_proxy("http://127.0.0.1:9/v1", db, folder, env={"AGENTGYM_SERVER__ADMIN_KEY": KEY})
     try:
         auth = {"authorization": f"Bearer {KEY}"}
@@ -135,20 +167,29 @@ def measure(n: int, repeat: int, folder: Path) -> dict:
             result["plotly_js_gzip"] = timed(lambda: http.get("/dashboard/assets/plotly.min.js",
                                                               headers={"accept-encoding": "gzip"}), repeat)
             result["data"] = {
-                name: timed(lambda q=query: http.get("/admin/report", params={"window": "auto", **q}), repeat)
+                name: timed(lambda q=query: http.get("/admin/report", params={"window": "auto", "until": fresh_until(),
+                                                                               **q}), repeat)
                 for name, query in (("all", {}), ("last_24h", {"since": day_ago}), ("one_model", {"model": "gpt-4o-mini"}),
                                     ("one_scenario", {"scenario": "retail"}))
             }
+            result["kept"] = timed(lambda: http.get("/admin/report", params={"window": "auto"}), repeat)
+        result["cli_live"] = timed_cli(db, repeat)
         result["browser_first_draw"] = browser_load(proxy.url, max(1, repeat // 2))
     finally:
         proxy.stop()
+    result["cli_file"] = timed_cli(db, repeat)
     return result
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
+            "python": sys.version.split()[0], "duckdb": duckdb.__version__}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--inferences", default="10000,100000", help="comma-separated store sizes")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--inferences", default="10000,100000,1000000", help="comma-separated store sizes")
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     sizes = [int(s) for s in args.inferences.split(",")]
     results = []
@@ -157,16 +198,17 @@ def main() -> None:
             results.append(measure(n, args.repeat, Path(tmp)))
             print(json.dumps(results[-1]), flush=True)
     print("\nSYNTHETIC store rows; times over real HTTP on 127.0.0.1 to a real `agentgym serve` (median / slowest ms)")
-    print(f"{'inferences':>11} {'page':>13} {'data: all':>15} {'last 24h':>15} {'one model':>15} {'one scenario':>15} "
-          f"{'browser draw':>15}")
+    columns = ("page", "data: all", "last 24h", "one model", "one scenario", "kept", "cli (live)", "cli (file)",
+               "browser draw")
+    print(f"{'inferences':>11} " + " ".join(f"{c:>15}" for c in columns))
     for r in results:
-        cells = [r["page"], *r["data"].values(), r["browser_first_draw"]]
+        cells = [r["page"], *r["data"].values(), r["kept"], r["cli_live"], r["cli_file"], r["browser_first_draw"]]
         print(f"{r['inferences']:>11,} " + " ".join(
-            f"{(f'{c['median_ms']:.0f} / {c['max_ms']:.0f}' if c else 'no chromium'):>{w}}"
-            for c, w in zip(cells, (13, 15, 15, 15, 15, 15), strict=True)))
+            f"{(f'{c['median_ms']:.0f} / {c['max_ms']:.0f}' if c else 'no chromium'):>15}" for c in cells))
     out = HERE / "results" / f"dashboard_speed-{dt.date.today()}.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"synthetic": True, "repeat": args.repeat, "results": results}, indent=2))
+    out.write_text(json.dumps({"synthetic": True, "repeat": args.repeat, "machine": machine(), "results": results},
+                              indent=2))
     print(f"raw results: {out}")
 
 

@@ -7,7 +7,11 @@
    call as an event of the episode's rollout), both on 127.0.0.1, one call at a time: p50/p99
    of each and their difference. Each episode (a rollout) takes `--calls-per-episode` calls; the
    creation of its rollout (two calls to agl-server at its first planner call) is reported apart.
-2. The reward model's agreement with real outcomes on held-out episodes of a real store:
+2. Upstream mode (`lightning.planner: upstream`): the agent's own request through the proxy,
+   alternately to a proxy in upstream mode (its requests through the gateway, each episode a
+   rollout) and to a plain proxy, both in front of the same stand-in model (token ids and
+   log-probabilities in its answers): p50/p99 of each and their difference.
+3. The reward model's agreement with real outcomes on held-out episodes of a real store:
    `--episodes` customer_support episodes of simulated agents recorded through `agentgym serve`
    in front of the simulated model (no planner), the reward model fitted on four episodes in five
    (`agentgym.trainer.lightning.reward_model.fit`), its accuracy and AUC on the fifth beside
@@ -24,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import sys
 import tempfile
 import time
 from contextlib import closing
@@ -100,6 +105,47 @@ def gateway_overhead(calls: int, per_episode: int, work: Path) -> dict[str, obje
         model.stop()
 
 
+def upstream_mode_overhead(requests: int, per_episode: int, work: Path) -> dict[str, object]:
+    import httpx
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))  # the tests' stand-in model, on a thread
+    from helpers import ThreadServer, token_ids_app
+
+    scenario = load_scenario(SCENARIO)
+    body = {"model": MODEL, "tools": scenario.tools, "messages": [
+        {"role": "system", "content": scenario.system_prompt}, {"role": "user", "content": scenario.tasks[0].user}]}
+    agl = local_stack.start_agl_server(work, model_name=MODEL, key=KEY)
+    with ThreadServer(token_ids_app()) as model:
+        env = {"AGENTGYM_LIGHTNING__PLANNER": "upstream", "AGENTGYM_LIGHTNING__GATEWAY": "true", "AGL_KEY": KEY,
+               "AGENTGYM_LIGHTNING__PLANNER_MODEL": MODEL, "AGENTGYM_LIGHTNING__SERVER_URL": agl.url}
+        proxies = {"plain proxy": local_stack.start_proxy(f"{model.url}/v1", work / "plain.duckdb", work),
+                   "upstream mode": local_stack.start_proxy(f"{model.url}/v1", work / "upstream.duckdb", work, env=env)}
+        try:
+            while httpx.get(f"{proxies['upstream mode'].url}/readyz").json()["agent_lightning_gateway"] != "upstream":
+                time.sleep(0.1)
+            timings: dict[str, list[float]] = {name: [] for name in proxies}
+            with httpx.Client(timeout=30) as client:
+                for i in range(-50, requests):
+                    names = list(proxies) if i % 2 else list(proxies)[::-1]  # alternate which goes first
+                    for name in names:
+                        started = time.perf_counter()
+                        answer = client.post(f"{proxies[name].url}/v1/chat/completions", json=body,
+                                             headers={"x-agentgym-episode-id": f"warm-{i}" if i < 0
+                                                      else f"bench-{i // per_episode}"})
+                        elapsed = (time.perf_counter() - started) * 1000
+                        assert answer.status_code == 200, answer.text
+                        if i >= 0:
+                            timings[name].append(elapsed)
+        finally:
+            for proxy in proxies.values():
+                proxy.stop()
+            agl.stop()
+    result: dict[str, object] = {name: _percentiles(ms) for name, ms in timings.items()}
+    result["overhead_ms"] = {q: round(result["upstream mode"][q] - result["plain proxy"][q], 3)
+                             for q in ("p50_ms", "p99_ms")}
+    return result
+
+
 def reward_model_agreement(episodes: int, seed: int, work: Path) -> dict[str, object]:
     scenario = load_scenario(SCENARIO)
     model = local_stack.start_model(work, args=["--scenario", SCENARIO, "--seed", str(seed)])
@@ -126,6 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=2000, help="planner calls each way")
     parser.add_argument("--calls-per-episode", type=int, default=10)
+    parser.add_argument("--requests", type=int, default=1000, help="agent requests each way, upstream mode")
     parser.add_argument("--episodes", type=int, default=400, help="customer_support episodes to record")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -138,6 +185,14 @@ def main() -> None:
         print(f"| {name} | {row['p50_ms']} | {row['p99_ms']} | {row['mean_ms']} | {row['calls']} |")
     print(f"\ngateway overhead: p50 {overhead['overhead_ms']['p50_ms']} ms, p99 {overhead['overhead_ms']['p99_ms']} ms "
           "(gateway_first_call adds the creation of the episode's rollout)\n", flush=True)
+    upstream = upstream_mode_overhead(args.requests, args.calls_per_episode, work)
+    print(f"the agent's request through the proxy, {args.requests} each way, one at a time, 127.0.0.1\n\n"
+          "| proxy | p50 ms | p99 ms | mean ms | requests |\n|---|---:|---:|---:|---:|")
+    for name in ("plain proxy", "upstream mode"):
+        row = upstream[name]
+        print(f"| {name} | {row['p50_ms']} | {row['p99_ms']} | {row['mean_ms']} | {row['calls']} |")
+    print(f"\nupstream mode adds p50 {upstream['overhead_ms']['p50_ms']} ms, p99 {upstream['overhead_ms']['p99_ms']} "
+          "ms\n", flush=True)
     agreement = reward_model_agreement(args.episodes, args.seed, work)
     print(f"reward model, {SCENARIO}: {agreement['episodes']} episodes recorded in {agreement['recorded_s']} s, "
           f"{agreement['contexts']} contexts, fitted in {agreement['fitted_s']} s\n\n"
@@ -149,7 +204,7 @@ def main() -> None:
               f"{held['majority_accuracy']} | {held['auc']} | {held['log_loss']} | {train['accuracy']} |")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"lightning_gateway-{date.today()}.json").write_text(json.dumps(
-        {"args": vars(args), "gateway": overhead, "agreement": agreement}, indent=2))
+        {"args": vars(args), "gateway": overhead, "upstream_mode": upstream, "agreement": agreement}, indent=2))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@
 - `recording_app` is an OpenAI-compatible upstream that remembers the headers it was sent.
 - `register_policy` and `wait_for_planner` put policy versions in a registry and wait until a
   running proxy serves them.
+- `recorded_episode` reads back what a stopped proxy's store holds of one episode;
+  `check_recorded_run` checks it against a framework's run of `TaskTools`; `run_script` runs a
+  user's script (an example) against a proxy.
 - `AglServer` runs Agent Lightning's `agl-server`; `token_ids_app` and `PlannerStandIn` answer as
   vLLM does for an LLM planner, the latter failing, stalling or babbling when a test says so.
 """
@@ -14,13 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import httpx
 import orjson
 from starlette.applications import Starlette
@@ -28,12 +35,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from agentgym.scenarios.framework_tools import ToolRun
 from agentgym.scenarios.local_stack import ThreadServer, start_agl_server  # noqa: F401 - ThreadServer: tests import it from here
 from agentgym.scenarios.model_server import chat_completions as sim_chat_completions
 from agentgym.scenarios.simulated_model import ModelKnobs, SimulatedModel
 from agentgym.trainer.policy import PolicyWeights, bucket
 from agentgym.trainer.registry import Registry
 
+ROOT = Path(__file__).resolve().parents[1]
 KEY = "agentgym-test-key"  # agl-server's key in the tests
 
 
@@ -113,23 +122,81 @@ def report_json(db: str, *extra: str) -> dict[str, Any]:
 
 
 def register_policy(registry: Registry, weights: PolicyWeights | None = None, *, b_defer: float = 0.0,
-                    parent: str | None = None) -> str:
+                    parent: str | None = None, gate: dict | None = None) -> str:
     """A version on the proxy's encoder (zero-shot, leaning to defer by `b_defer`, unless `weights`
-    are given): its name."""
+    are given), admitted on `gate` (none by default): its name."""
     from agentgym.trainer.encoder import shared_encoder
 
     encoder = shared_encoder()
     weights = weights or PolicyWeights.zero_shot(encoder.dimensions, b_defer=b_defer)
     return registry.register(weights, parent=parent, encoder="e", encoder_checksum=encoder.checksum, training={},
-                             gate={}).version
+                             gate=gate or {}).version
 
 
-def forcing(dimensions: int, tool: str) -> PolicyWeights:
-    """A version that forces `tool` on every request."""
+def forcing(dimensions: int, tool: str, *, action: str = "force") -> PolicyWeights:
+    """A version that forces `tool` on every request; with `action="offer"`, that offers only `tool`
+    (the model still chooses whether to call it, so a tool loop ends as it would)."""
     weights = PolicyWeights.zero_shot(dimensions)
     weights.b[bucket(tool)] = 50.0
-    weights.b_force[0] = 30.0
+    getattr(weights, f"b_{action}")[0] = 30.0
     return weights
+
+
+@dataclass
+class RecordedEpisode:
+    links: list[str]  # how each request was linked to the episode (header | prefix | tool_call | new), in order
+    streamed: list[bool]
+    usage_estimated: list[bool]
+    calls: list[tuple[str, dict[str, Any], str | None]]  # tool calls in order: name, arguments, outcome
+    feedback: list[bool | None]  # the success flag of each feedback on the episode
+    decisions: list[tuple[str, str, str, str | None, list[str]]]  # version, arm, action, forced tool, offered
+
+
+def recorded_episode(con: duckdb.DuckDBPyConnection, episode_id: str) -> RecordedEpisode:
+    """What a proxy recorded of one episode (open its store with `stopped_store`)."""
+    def rows(sql: str) -> list[tuple]:
+        return con.execute(sql, [episode_id]).fetchall()
+
+    inferences = rows("SELECT episode_link, stream, usage_estimated FROM inferences WHERE episode_id = ? "
+                      "ORDER BY created_at")
+    calls = rows("SELECT c.name, c.arguments, r.outcome FROM tool_calls c LEFT JOIN tool_results r "
+                 "ON r.tool_call_id = c.id WHERE c.episode_id = ? ORDER BY c.created_at, c.position")
+    decisions = rows("SELECT policy_version, arm, action, tool, offered FROM decisions WHERE episode_id = ? "
+                     "ORDER BY created_at")
+    return RecordedEpisode(
+        [link for link, _, _ in inferences], [stream for _, stream, _ in inferences],
+        [estimated for _, _, estimated in inferences],
+        [(name, json.loads(arguments), outcome) for name, arguments, outcome in calls],
+        [success for (success,) in rows("SELECT success FROM feedback WHERE episode_id = ? ORDER BY created_at")],
+        [(version, arm, action, tool, json.loads(offered)) for version, arm, action, tool, offered in decisions])
+
+
+def expected_calls(runs: Sequence[ToolRun]) -> list[tuple[str, dict[str, Any], str]]:
+    """The tool calls a run of `TaskTools` made, as `recorded_episode` should read them back."""
+    return [(run.name, run.arguments, "success" if run.ok else "error") for run in runs]
+
+
+def check_recorded_run(con: duckdb.DuckDBPyConnection, episode_id: str, runs: Sequence[ToolRun], success: bool, *,
+                       streamed: bool, label: str) -> set[str]:
+    """Asserts that a framework's run of `TaskTools` inside `episode()` was recorded as that episode: each
+    request linked by the header, streamed or not, with the model's usage; the tool calls with their
+    outcomes; the feedback. The outcomes it read."""
+    recorded = recorded_episode(con, episode_id)
+    assert runs and recorded.calls == expected_calls(runs), label
+    assert recorded.links == ["header"] * (len(runs) + 1), label  # one request per tool call here, then the answer
+    assert recorded.streamed == [streamed] * len(recorded.links), label
+    assert not any(recorded.usage_estimated), label  # streamed too: include_usage reached the model and came back
+    assert recorded.feedback == [success], label
+    return {outcome for _, _, outcome in recorded.calls}
+
+
+def run_script(command: list[str], base_url: str) -> str:
+    """A user's script (its path relative to the repository), run as they would: a process of its own,
+    OPENAI_BASE_URL pointing at the proxy. Its standard output."""
+    env = {**os.environ, "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "sk-any"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def wait_for_planner(url: str, *, live: str | None, canary: str | None = None, shadow: str | None = None) -> None:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -32,6 +32,9 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 ADMIN_KEY = "dashboard-test-key"
+# The canary's gate estimate, in the shape trainer.gate writes it.
+GATE = {"method": "snips", "decisions": 412, "episodes": 97, "new": 0.6125, "current": 0.5875, "difference": 0.025,
+        "ci95": [-0.0125, 0.0625], "margin": 0.0, "passed": True}
 WINDOW = "5"
 
 
@@ -44,7 +47,8 @@ def filled(logs, tmp_path_factory):
     model = local_stack.start_model(logs, args=["--scenario", str(folder / "tiny_orders.yaml"), "--seed", "1"])
     db = folder / "dashboard.duckdb"
     registry = Registry(default_dir(db))
-    live, canary, shadow = (register_policy(registry, b_defer=b) for b in (3.0, 0.0, 1.0))
+    live, canary, shadow = (register_policy(registry, b_defer=b, gate=gate) for b, gate in ((3.0, None), (0.0, GATE),
+                                                                                              (1.0, None)))
     registry.promote(live, by="test", reason="start")
     registry.start_canary(canary, 50, by="test", reason="try it")
     registry.start_shadow(shadow, by="test", reason="watch it")
@@ -160,9 +164,19 @@ def assert_page_shows(page, report: dict) -> None:
         assert value == report[section][name], key
     assert len(tiles) == 13
 
-    versions = page.eval_on_selector_all("#policies tbody tr", "rows => rows.map(r => [...r.cells].slice(0, 3)"
-                                         ".map(c => c.textContent))")
-    assert versions == [[v["version"], v["status"], f"{v['traffic_pct']:g}%"] for v in reversed(report["policies"])]
+    versions = page.eval_on_selector_all("#policies tbody tr", "rows => rows.map(r => [...r.cells].map(c => "
+                                         "c.querySelector('details') ? [...c.querySelectorAll('summary, li')].map("
+                                         "e => e.textContent) : c.textContent))")
+    assert [row[:3] for row in versions] == [[v["version"], v["status"], f"{v['traffic_pct']:g}%"]
+                                             for v in reversed(report["policies"])]
+    for row, version in zip(versions, reversed(report["policies"]), strict=True):
+        gate, changes = version["gate"], version["history"]
+        assert row[5] == (f"{gate['method']}: {gate['new']} vs {gate['current']}, difference {gate['difference']}, "
+                          f"95% CI [{gate['ci95'][0]}, {gate['ci95'][1]}], {'passed' if gate['passed'] else 'failed'}"
+                          if gate else "–")
+        assert row[6][0] == f"{len(changes)} change{'' if len(changes) == 1 else 's'}"
+        assert row[6][1:] == [f"{datetime.fromtimestamp(c['at'], UTC):%Y-%m-%d %H:%M:%S} {c['from']} → {c['to']} "
+                              f"by {c['by']}: {c['reason']}" for c in changes]
     for trial in ("canary", "shadow"):
         analysis = page.eval_on_selector_all(f"#rollout .analysis-{trial} li", "items => items.map(i => i.textContent)")
         assert analysis == report["rollout"][trial]["analysis"], trial
@@ -225,6 +239,18 @@ def test_the_dashboard_draws_the_report_and_follows_the_traffic(filled, browser,
     assert_page_shows(page, narrowed)
     assert f"scenario={scenario.name}" in page.url  # the filters live in the URL, to share or reload
     page.screenshot(path=screenshots / "dashboard-scenario.png", full_page=True)
+
+    # a custom time range, from the URL: the episodes of the first half of the windows' ends
+    middle = datetime.fromisoformat(report["timeline"][len(report["timeline"]) // 2]["last_episode_at"])
+    since, until = (middle - timedelta(minutes=10)).replace(microsecond=0), middle.replace(microsecond=0)
+    before = _generated(page)
+    page.goto(f"{proxy.url}/dashboard?window={WINDOW}&refresh=0&range=custom&since={since:%Y-%m-%dT%H:%M:%S}"
+              f"&until={until:%Y-%m-%dT%H:%M:%S}")
+    _wait_for_render(page, before)
+    ranged = _report(proxy, "--since", since.isoformat(), "--until", until.isoformat())
+    assert 0 < ranged["requests"]["total"] < report["requests"]["total"]
+    assert_page_shows(page, ranged)
+    page.screenshot(path=screenshots / "dashboard-time-range.png", full_page=True)
 
     # a model no request went to: an empty report, drawn without error
     before = _generated(page)

@@ -24,7 +24,7 @@ import yaml
 
 pytest.importorskip("agentlightning", reason="Agent Lightning is not installed: pip install -e '.[dev]'")
 
-from helpers import KEY, AglServer  # noqa: E402
+from helpers import KEY, AglServer, report_json  # noqa: E402
 
 from agentgym.config import LightningConfig, RewardModelConfig, load_settings  # noqa: E402
 from agentgym.scenarios import local_stack  # noqa: E402
@@ -270,6 +270,14 @@ def test_prepare_writes_the_run_the_replay_agent_reads(recorded, tmp_path):
     assert offered[0] == pytest.approx(sum(reward_of(row["messages"], f) for f in others) / 2)
     overrides = yaml.safe_load((run_dir / "verl_overrides.yaml").read_text())
     assert overrides["agentlightning"]["local"]["env_map"]["AGENTGYM_REPLAY_FILE"] == str(run_dir / "replay.jsonl")
+
+    # the report shows the reward model's agreement with real outcomes on held-out episodes
+    shown = report_json(str(recorded["db"]))["reward_model"]
+    assert shown["by"] == "agentgym train --engine lightning" and shown["target"] == "call"
+    assert shown["held_out"] == {k: model.report["held_out"][k] for k in shown["held_out"]}
+    assert shown["train_examples"] == model.report["train"]["examples"] and shown["held_out"]["accuracy"] >= 0.9
+    table = _agentgym("report", "--db", str(recorded["db"]), env={"COLUMNS": "250"})
+    assert f"AUC {shown['held_out']['auc']}" in table.stdout and "Reward model (call outcomes" in table.stdout
 
 
 def test_replay_rollouts_run_by_agl_controller_complete_with_the_reward_models_rewards(recorded, tmp_path):

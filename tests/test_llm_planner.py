@@ -40,6 +40,7 @@ from agentgym.scenarios.agents import run_episodes  # noqa: E402
 from agentgym.scenarios.scenario import load_scenario  # noqa: E402
 from agentgym.store.queries import Scope  # noqa: E402
 from agentgym.trainer.encoder import shared_encoder  # noqa: E402
+from agentgym.trainer.lightning import last_fit  # noqa: E402
 from agentgym.trainer.registry import CorruptPolicy, LlmSpec, Registry, default_dir  # noqa: E402
 from agentgym.trainer.rounds import train_round  # noqa: E402
 from agentgym.trainer.shadow import look as shadow_look  # noqa: E402
@@ -59,10 +60,13 @@ def stack(tmp_path_factory, logs):
     model.stop()
 
 
-def _proxy(stack, db, logs, *, gateway: bool):
+def _proxy(stack, db, logs, *, gateway: bool, planner_timeout_s: float = 10.0):
+    """A proxy asking the LLM planner; a short `planner_timeout_s` only where a test times the planner out
+    (on a loaded machine a planner call that answers can take over a second)."""
     return local_stack.start_proxy(f"{stack.model.url}/v1", db, logs, env={
         "AGENTGYM_LIGHTNING__GATEWAY": str(gateway).lower(), "AGENTGYM_LIGHTNING__SERVER_URL": stack.agl.url,
-        "AGL_KEY": KEY, "AGENTGYM_LIGHTNING__PLANNER_TIMEOUT_S": "1.0", "AGENTGYM_PLANNER__REFRESH_S": "0.2"})
+        "AGL_KEY": KEY, "AGENTGYM_LIGHTNING__PLANNER_TIMEOUT_S": str(planner_timeout_s),
+        "AGENTGYM_PLANNER__REFRESH_S": "0.2"})
 
 
 def _llm_version(registry: Registry, server: ThreadServer) -> str:
@@ -160,7 +164,7 @@ def test_a_live_llm_planner_steers_the_agent_through_agent_lightnings_gateway(st
         registry = Registry(default_dir(db))
         v1 = _llm_version(registry, planner_server)
         registry.promote(v1, by="test", reason="an LLM planner")
-        proxy = _proxy(stack, db, logs, gateway=True)
+        proxy = _proxy(stack, db, logs, gateway=True, planner_timeout_s=2.0)  # the slow stand-in takes 3 s
         wait_for_planner(proxy.url, live=v1)
         _wait_for_gateway(proxy.url, v1)
         results = asyncio.run(run_episodes(proxy.url, stack.scenario, episodes=4, seed=1, concurrency=2))
@@ -289,3 +293,6 @@ def test_a_refused_llm_version_serves_nothing_and_an_llm_shadow_is_judged_by_the
     shadow_value, live_value = map(float, re.findall(r"estimate: ([0-9.]+) against v1's ([0-9.]+)", line)[0])
     assert shadow_value < live_value
     assert registry.index().versions[v3].status == "rolled_back"
+    # the reward model it was judged by is the report's (its held-out agreement, as in the analysis line)
+    kept = last_fit.summary(registry.folder)
+    assert kept["by"] == f"the shadow step judging {v3}" and f"AUC {kept['held_out']['auc']}:" in line

@@ -122,7 +122,7 @@ def test_metrics_cover_requests_latency_errors_and_tools(shared_proxy):
     for needle in ('agentgym_requests_total{route="chat_completions",status="200"}',
                    'agentgym_requests_total{route="chat_completions",status="500"}',
                    'agentgym_request_duration_seconds_bucket{le="0.005",route="chat_completions",stream="false"}',
-                   'agentgym_upstream_errors_total{kind="http_500"}',
+                   'agentgym_upstream_errors_total{kind="http_500",status="500"}',
                    'agentgym_tool_calls_total{tool="get_weather"}',
                    'agentgym_recorder_rows_dropped_total{reason="queue_full"}',
                    "agentgym_recorder_queue_depth"):

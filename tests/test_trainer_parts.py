@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import orjson
 import pytest
@@ -237,7 +239,15 @@ def test_registry_canary_starts_moves_ends_in_promotion_or_rollback(tmp_path):
     assert not registry.settle_canary(v2, "promote", by="rollout", reason="passed")
     assert registry.index().live == v3 and registry.index().versions[v2].status == "rolled_back"
     registry.start_canary(v2, 5, by="test", reason="once more")
-    assert registry.settle_canary(v2, 25.0, by="rollout", reason="5% step passed")
+    looked_at = registry.index().canary.step_started_at
+    # ... or restarted it at another step: the 5% step's analysis no longer applies
+    time.sleep(0.01)
+    registry.start_canary(v2, 50, by="person", reason="more traffic")
+    assert not registry.settle_canary(v2, 25.0, by="rollout", reason="5% step passed", step_started_at=looked_at)
+    assert registry.index().canary.percent == 50
+    registry.start_canary(v2, 5, by="test", reason="once more")
+    looked_at = registry.index().canary.step_started_at
+    assert registry.settle_canary(v2, 25.0, by="rollout", reason="5% step passed", step_started_at=looked_at)
     assert registry.index().canary.percent == 25 and registry.settle_canary(v2, "promote", by="rollout", reason="ok")
     assert registry.index().live == v2 and registry.index().canary is None
 

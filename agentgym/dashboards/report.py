@@ -15,6 +15,7 @@ registry's versions with `traffic_pct`); `rollout` (as `agentgym rollout status`
 
 from __future__ import annotations
 
+from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from rich.table import Table
 
 from agentgym.store.queries import Scope, with_base
 from agentgym.trainer import by_hand
+from agentgym.trainer.lightning import last_fit
 from agentgym.trainer.registry import Registry
 
 # How many points the timeline has when the window is left to the report (the dashboard's default).
@@ -38,8 +40,33 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat() if value is not None else None
 
 
-def _rows(con: duckdb.DuckDBPyConnection, select: str, scope: Scope, **extra: object) -> list[dict[str, Any]]:
-    cursor = con.execute(with_base(select), {**scope.params(), **extra})
+# The scope's records, read once per report into temporary tables of the report's own cursor
+# (the shared CTEs cost most of a report, and every figure needs them): its episodes, numbered in
+# order of their end while finished (`seq`); its requests and its tool calls, each with its
+# episode's policy version, arm and timeline window (`win`). Tool calls are counted by everything a
+# figure splits them by (a few thousand rows at the dashboard's ~50 windows), so no figure reads them again.
+SCOPED_EPISODES = """
+    SELECT episode_id, ok, finished, ended_at, policy_version, arm,
+           CASE WHEN finished THEN row_number() OVER (PARTITION BY finished ORDER BY ended_at, episode_id) - 1
+           END AS seq
+    FROM episodes
+"""
+SCOPED_INF = """
+    SELECT i.model, i.provider, i.status, i.prompt_tokens, i.completion_tokens, i.cost_usd, i.latency_ms,
+           e.episode_id IS NOT NULL AS in_episode, e.policy_version, e.arm, e.seq // $window AS win
+    FROM inf i LEFT JOIN scoped_episodes e USING (episode_id)
+"""
+CALL_COUNTS = """
+    SELECT c.name, c.error_message, e.episode_id IS NOT NULL AS in_episode, e.policy_version, e.arm,
+           e.seq // $window AS win, count(*) calls, count(*) FILTER (c.outcome = 'success') success,
+           count(*) FILTER (c.outcome = 'error') error, count(*) FILTER (c.outcome = 'unknown') unknown
+    FROM calls c LEFT JOIN scoped_episodes e USING (episode_id)
+    GROUP BY ALL
+"""
+
+
+def _rows(con: duckdb.DuckDBPyConnection, select: str, **params: object) -> list[dict[str, Any]]:
+    cursor = con.execute(select, params)
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
@@ -50,33 +77,50 @@ def build_report(con: duckdb.DuckDBPyConnection, scope: Scope, window: int | Non
     make about AUTO_WINDOWS windows), and the policy versions and rollout `registry` holds."""
     if window is not None and window < 1:
         raise ValueError("--window must be at least 1")
+    # a cursor of its own: its temporary tables go with it; one transaction: one snapshot of the store
+    with closing(con.cursor()) as cur:
+        cur.execute("BEGIN TRANSACTION")
+        cur.execute(f"CREATE TEMP TABLE scoped_episodes AS {with_base(SCOPED_EPISODES)}", scope.params())
+        episodes = _rows(
+            cur,
+            "SELECT count(*) total, count(*) FILTER (ok) success, count(*) FILTER (NOT ok) failure, "
+            "count(*) FILTER (finished) finished FROM scoped_episodes",
+        )[0]
+        if window is None:
+            window = max(1, -(-episodes["finished"] // AUTO_WINDOWS))
+        cur.execute(f"CREATE TEMP TABLE scoped_inf AS {with_base(SCOPED_INF)}", {**scope.params(), "window": window})
+        cur.execute(f"CREATE TEMP TABLE call_counts AS {with_base(CALL_COUNTS)}", {**scope.params(), "window": window})
+        return {
+            "generated_at": datetime.now(UTC).isoformat(),
+            "since": _iso(scope.since),
+            "scope": {"since": _iso(scope.since), "until": _iso(scope.until), "model": scope.model,
+                      "scenario": scope.scenario, "window": window},
+            **_summary(cur, episodes),
+            "by_tool": _by_tool(cur),
+            "by_model": _by_model(cur),
+            "by_policy": _by_policy(cur),
+            "timeline": _timeline(cur, window),
+            "timeline_by": _timeline_by(cur),
+            **registry_part(registry),
+            "reward_model": last_fit.summary(registry.folder),  # the LLM gate's reward model, if one was fitted
+            "filter_values": _filter_values(cur),
+        }
+
+
+def _summary(con: duckdb.DuckDBPyConnection, episodes: dict[str, int]) -> dict[str, Any]:
     calls = _rows(
         con,
-        "SELECT count(*) total, count(*) FILTER (outcome = 'success') success, "
-        "count(*) FILTER (outcome = 'error') error, count(*) FILTER (outcome = 'unknown') unknown FROM calls",
-        scope,
-    )[0]
-    episodes = _rows(
-        con,
-        "SELECT count(*) total, count(*) FILTER (ok) success, count(*) FILTER (NOT ok) failure, "
-        "count(*) FILTER (finished) finished FROM episodes",
-        scope,
+        "SELECT coalesce(sum(calls), 0) total, coalesce(sum(success), 0) success, coalesce(sum(error), 0) error, "
+        "coalesce(sum(unknown), 0) unknown FROM call_counts",
     )[0]
     tokens = _rows(
         con,
         "SELECT count(*) requests, avg(prompt_tokens) prompt, avg(completion_tokens) completion, "
         "coalesce(sum(cost_usd), 0) cost, count(*) FILTER (status >= 400) errors, "
-        "quantile_cont(latency_ms, [0.5, 0.9, 0.95, 0.99]) latency FROM inf",
-        scope,
+        "quantile_cont(latency_ms, [0.5, 0.9, 0.95, 0.99]) latency FROM scoped_inf",
     )[0]
-    if window is None:
-        window = max(1, -(-episodes["finished"] // AUTO_WINDOWS))
     latency = tokens["latency"] or [None] * 4
     return {
-        "generated_at": datetime.now(UTC).isoformat(),
-        "since": _iso(scope.since),
-        "scope": {"since": _iso(scope.since), "until": _iso(scope.until), "model": scope.model,
-                  "scenario": scope.scenario, "window": window},
         "tool_calls": {
             **calls,
             "success_rate": _rate(calls["success"], calls["success"] + calls["error"]),
@@ -97,13 +141,6 @@ def build_report(con: duckdb.DuckDBPyConnection, scope: Scope, window: int | Non
             "cost_per_successful_episode": _per(tokens["cost"], episodes["success"]),
         },
         "latency_ms": dict(zip(("p50", "p90", "p95", "p99"), map(_round, latency), strict=True)),
-        "by_tool": _by_tool(con, scope),
-        "by_model": _by_model(con, scope),
-        "by_policy": _by_policy(con, scope),
-        "timeline": _timeline(con, scope, window),
-        "timeline_by": _timeline_by(con, scope, window),
-        **_registry(registry),
-        "filter_values": _filter_values(con),
     }
 
 
@@ -115,26 +152,22 @@ def _round(value: float | None, digits: int = 2) -> float | None:
     return round(value, digits) if value is not None else None
 
 
-def _by_tool(con: duckdb.DuckDBPyConnection, scope: Scope) -> list[dict[str, Any]]:
+def _by_tool(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     rows = _rows(
         con,
         """
-        SELECT name AS tool, count(*) calls,
-               count(*) FILTER (outcome = 'success') success, count(*) FILTER (outcome = 'error') error,
-               count(*) FILTER (outcome = 'unknown') unknown
-        FROM calls GROUP BY name ORDER BY calls DESC, tool
+        SELECT name AS tool, sum(calls) calls, sum(success) success, sum(error) error, sum(unknown) unknown
+        FROM call_counts GROUP BY name ORDER BY calls DESC, tool
         """,
-        scope,
     )
     errors = _rows(
         con,
         """
-        SELECT name AS tool, error_message AS message, count(*) AS count
-        FROM calls WHERE outcome = 'error' AND error_message IS NOT NULL
-        GROUP BY name, error_message QUALIFY row_number() OVER (PARTITION BY name ORDER BY count(*) DESC, message) <= 3
+        SELECT name AS tool, error_message AS message, sum(error) AS count
+        FROM call_counts WHERE error > 0 AND error_message IS NOT NULL
+        GROUP BY name, error_message QUALIFY row_number() OVER (PARTITION BY name ORDER BY sum(error) DESC, message) <= 3
         ORDER BY tool, count DESC
         """,
-        scope,
     )
     top: dict[str, list[dict[str, Any]]] = {}
     for row in errors:
@@ -154,7 +187,7 @@ def _by_tool(con: duckdb.DuckDBPyConnection, scope: Scope) -> list[dict[str, Any
     ]
 
 
-def _by_model(con: duckdb.DuckDBPyConnection, scope: Scope) -> list[dict[str, Any]]:
+def _by_model(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     rows = _rows(
         con,
         """
@@ -162,9 +195,8 @@ def _by_model(con: duckdb.DuckDBPyConnection, scope: Scope) -> list[dict[str, An
                coalesce(sum(prompt_tokens), 0) prompt_tokens, coalesce(sum(completion_tokens), 0) completion_tokens,
                coalesce(sum(cost_usd), 0) cost_usd,
                quantile_cont(latency_ms, 0.5) latency_ms_p50, quantile_cont(latency_ms, 0.95) latency_ms_p95
-        FROM inf GROUP BY ALL ORDER BY requests DESC, model
+        FROM scoped_inf GROUP BY ALL ORDER BY requests DESC, model
         """,
-        scope,
     )
     for row in rows:
         row["cost_usd"] = round(row["cost_usd"], 6)
@@ -173,23 +205,22 @@ def _by_model(con: duckdb.DuckDBPyConnection, scope: Scope) -> list[dict[str, An
     return rows
 
 
-def _by_policy(con: duckdb.DuckDBPyConnection, scope: Scope) -> list[dict[str, Any]]:
+def _by_policy(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     rows = _rows(
         con,
         """
         WITH ep AS (
             SELECT policy_version AS version, arm, count(*) episodes,
                    count(*) FILTER (ok) success, count(*) FILTER (NOT ok) failure
-            FROM episodes GROUP BY ALL
+            FROM scoped_episodes GROUP BY ALL
         ),
         tc AS (
-            SELECT e.policy_version AS version, e.arm,
-                   count(*) FILTER (c.outcome = 'success') success, count(*) FILTER (c.outcome = 'error') error
-            FROM calls c JOIN episodes e USING (episode_id) GROUP BY ALL
+            SELECT policy_version AS version, arm, sum(success) success, sum(error) error
+            FROM call_counts WHERE in_episode GROUP BY ALL
         ),
         tok AS (
-            SELECT e.policy_version AS version, e.arm, avg(i.prompt_tokens) prompt
-            FROM inf i JOIN episodes e USING (episode_id) GROUP BY ALL
+            SELECT policy_version AS version, arm, avg(prompt_tokens) prompt
+            FROM scoped_inf WHERE in_episode GROUP BY ALL
         )
         SELECT ep.version, ep.arm, ep.episodes, ep.success, ep.failure,
                tc.success AS tool_success, tc.error AS tool_error, tok.prompt
@@ -198,7 +229,6 @@ def _by_policy(con: duckdb.DuckDBPyConnection, scope: Scope) -> list[dict[str, A
         LEFT JOIN tok ON tok.version IS NOT DISTINCT FROM ep.version AND tok.arm IS NOT DISTINCT FROM ep.arm
         ORDER BY ep.episodes DESC
         """,
-        scope,
     )
     return [
         {
@@ -213,40 +243,31 @@ def _by_policy(con: duckdb.DuckDBPyConnection, scope: Scope) -> list[dict[str, A
     ]
 
 
-# Finished episodes in order of their end, numbered into windows of $window: the timeline's x axis.
-WINDOWS_CTE = """
-w AS (
-    SELECT episode_id, ended_at, ok, policy_version, arm,
-           (row_number() OVER (ORDER BY ended_at, episode_id) - 1) // $window AS win
-    FROM episodes WHERE finished
-)
-"""
-
-
-def _timeline(con: duckdb.DuckDBPyConnection, scope: Scope, window: int) -> list[dict[str, Any]]:
+def _timeline(con: duckdb.DuckDBPyConnection, window: int) -> list[dict[str, Any]]:
+    """Consecutive windows of `window` finished episodes, in order of their end: the timeline's x axis."""
     rows = _rows(
         con,
-        f"""
-        WITH {WINDOWS_CTE},
-        tc AS (
-            SELECT w.win, count(*) FILTER (c.outcome = 'success') success, count(*) FILTER (c.outcome = 'error') error
-            FROM calls c JOIN w USING (episode_id) GROUP BY w.win
+        """
+        WITH tc AS (
+            SELECT win, sum(success) success, sum(error) error FROM call_counts WHERE win IS NOT NULL GROUP BY win
         ),
         tok AS (
-            SELECT w.win, count(*) requests, avg(i.prompt_tokens) prompt, avg(i.completion_tokens) completion,
-                   coalesce(sum(i.cost_usd), 0) cost, quantile_cont(i.latency_ms, [0.5, 0.95, 0.99]) latency
-            FROM inf i JOIN w USING (episode_id) GROUP BY w.win
+            SELECT win, count(*) requests, avg(prompt_tokens) prompt,
+                   avg(completion_tokens) completion, coalesce(sum(cost_usd), 0) cost,
+                   quantile_cont(latency_ms, [0.5, 0.95, 0.99]) latency
+            FROM scoped_inf WHERE win IS NOT NULL GROUP BY win
+        ),
+        w AS (
+            SELECT seq // $window AS win, min(ended_at) first_at, max(ended_at) last_at, count(*) episodes,
+                   count(*) FILTER (ok) success, count(*) FILTER (NOT ok) failure,
+                   list_sort(list_distinct(list(policy_version))) versions
+            FROM scoped_episodes WHERE seq IS NOT NULL GROUP BY win
         )
-        SELECT w.win, min(w.ended_at) first_at, max(w.ended_at) last_at, count(*) episodes,
-               count(*) FILTER (w.ok) success, count(*) FILTER (NOT w.ok) failure,
-               any_value(tc.success) tool_success, any_value(tc.error) tool_error,
-               any_value(tok.requests) requests, any_value(tok.prompt) prompt, any_value(tok.completion) completion,
-               any_value(tok.cost) cost, any_value(tok.latency) latency,
-               list_sort(list_distinct(list(w.policy_version))) versions
+        SELECT w.*, tc.success AS tool_success, tc.error AS tool_error, tok.requests, tok.prompt, tok.completion,
+               tok.cost, tok.latency
         FROM w LEFT JOIN tc USING (win) LEFT JOIN tok USING (win)
-        GROUP BY w.win ORDER BY w.win
+        ORDER BY w.win
         """,
-        scope,
         window=window,
     )
     return [
@@ -268,22 +289,18 @@ def _timeline(con: duckdb.DuckDBPyConnection, scope: Scope, window: int) -> list
     ]
 
 
-def _timeline_by(con: duckdb.DuckDBPyConnection, scope: Scope, window: int) -> list[dict[str, Any]]:
+def _timeline_by(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """Tool-call success in each timeline window, split by tool, by policy version and by arm:
     `{window, by, name, tool_calls, tool_success_rate}`, `window` indexing `timeline`."""
     rows = _rows(
         con,
-        f"""
-        WITH {WINDOWS_CTE}
-        SELECT w.win, grouping(c.name) = 0 AS by_tool, grouping(w.policy_version) = 0 AS by_policy,
-               c.name, w.policy_version, w.arm, count(*) calls,
-               count(*) FILTER (c.outcome = 'success') success, count(*) FILTER (c.outcome = 'error') error
-        FROM calls c JOIN w USING (episode_id)
-        GROUP BY GROUPING SETS ((w.win, c.name), (w.win, w.policy_version), (w.win, w.arm))
-        ORDER BY w.win, by_tool DESC, by_policy DESC, c.name, w.policy_version, w.arm
+        """
+        SELECT win, grouping(name) = 0 AS by_tool, grouping(policy_version) = 0 AS by_policy,
+               name, policy_version, arm, sum(calls) calls, sum(success) success, sum(error) error
+        FROM call_counts WHERE win IS NOT NULL
+        GROUP BY GROUPING SETS ((win, name), (win, policy_version), (win, arm))
+        ORDER BY win, by_tool DESC, by_policy DESC, name, policy_version, arm
         """,
-        scope,
-        window=window,
     )
     return [
         {
@@ -297,7 +314,7 @@ def _timeline_by(con: duckdb.DuckDBPyConnection, scope: Scope, window: int) -> l
     ]
 
 
-def _registry(registry: Registry) -> dict[str, Any]:
+def registry_part(registry: Registry) -> dict[str, Any]:
     """`policies`: every version as `agentgym policies list --format json` has it, plus the share
     of episodes it serves now; `rollout`: what `agentgym rollout status` shows."""
     index = registry.index()
@@ -394,3 +411,5 @@ def print_tables(report: dict[str, Any], console: Console) -> None:
     for trial in (rollout["canary"], rollout["shadow"]):
         for line in trial["analysis"] if trial else []:
             console.print(f"{trial['version']} analysis: {line}")
+    if report.get("reward_model"):
+        console.print(last_fit.line(report["reward_model"]))

@@ -2,7 +2,7 @@
 
 The proxy links the calls of one task by their messages, but a framework run that forks (parallel
 sub-agents, retries) or a team that wants to report an outcome needs the id itself. Here a run is
-`with episode() as ep:`; every request made inside it through an AgentGym-aware HTTP client
+`with episode() as ep:` (or `async with`); every request made inside it through an AgentGym-aware HTTP client
 (`http_client()`, `async_http_client()`, or a framework helper built on them) carries the
 `X-AgentGym-Episode-Id` header, and on leaving the block the outcome set on `ep` is sent to
 `POST /v1/feedback`. The id lives in a context variable, so concurrent runs in one process (threads
@@ -15,9 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 import httpx
@@ -101,24 +99,44 @@ class Episode:
         return self.success, self.reward
 
 
-@contextmanager
-def episode(episode_id: str | None = None, *, base_url: str | None = None,
-            feedback: bool = True) -> Iterator[Episode]:
+class _Run:
+    """`with episode() as ep:` or, in asyncio code, `async with episode() as ep:` (feedback sent
+    without blocking the event loop)."""
+
+    def __init__(self, ep: Episode, feedback: bool) -> None:
+        self.ep = ep
+        self.send = feedback
+        self.token: Token[Episode | None] | None = None
+
+    def __enter__(self) -> Episode:
+        self.token = _current.set(self.ep)
+        return self.ep
+
+    def _leave(self, failed: bool) -> tuple[bool | None, float | None] | None:
+        """Restore the outer run; the outcome to send, if any."""
+        if self.token is not None:
+            _current.reset(self.token)
+        success, reward = self.ep._outcome(failed)
+        if self.send and not self.ep.sent and (success is not None or reward is not None):
+            return success, reward
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *_: Any) -> None:
+        if outcome := self._leave(kind is not None):
+            self.ep.feedback(success=outcome[0], reward=outcome[1], metadata=self.ep.metadata)
+
+    async def __aenter__(self) -> Episode:
+        return self.__enter__()
+
+    async def __aexit__(self, kind: type[BaseException] | None, *_: Any) -> None:
+        if outcome := self._leave(kind is not None):
+            await self.ep.afeedback(success=outcome[0], reward=outcome[1], metadata=self.ep.metadata)
+
+
+def episode(episode_id: str | None = None, *, base_url: str | None = None, feedback: bool = True) -> _Run:
     """A run: requests inside carry its id; leaving sends the outcome set on it (a run that raised
     with no outcome set is reported as failed). `feedback=False` sends nothing."""
-    ep = Episode(episode_id or f"ep-{uuid.uuid4().hex}", proxy_base_url(base_url))
-    token = _current.set(ep)
-    failed = False
-    try:
-        yield ep
-    except BaseException:
-        failed = True
-        raise
-    finally:
-        _current.reset(token)
-        success, reward = ep._outcome(failed)
-        if feedback and not ep.sent and (success is not None or reward is not None):
-            ep.feedback(success=success, reward=reward, metadata=ep.metadata)
+    return _Run(Episode(episode_id or f"ep-{uuid.uuid4().hex}", proxy_base_url(base_url)), feedback)
 
 
 def current_episode() -> Episode | None:

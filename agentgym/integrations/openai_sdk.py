@@ -35,9 +35,9 @@ async def run_task(base_url: str, scenario: Scenario, task: Task, *, model: str 
                    seed: int = 0) -> TaskResult:
     """One task through the SDK's tool loop in an episode of its own; its outcome sent as feedback."""
     tools = TaskTools(scenario, task)
-    async with async_chat_model(base_url, model=model, max_retries=0) as client:
-        with episode(base_url=base_url) as run:
-            await run_episode(through_proxy(client, scenario.tools, seed=seed, stream=False, model=model), scenario,
-                              task, tools=tools)
-            await run.afeedback(success=tools.complete, metadata={"scenario": scenario.name, "task": task.id})
+    async with async_chat_model(base_url, model=model, max_retries=0) as client, episode(base_url=base_url) as run:
+        run.metadata = {"scenario": scenario.name, "task": task.id}
+        await run_episode(through_proxy(client, scenario.tools, seed=seed, stream=False, model=model), scenario, task,
+                          tools=tools)
+        run.success = tools.complete
     return tools.result(run.id)

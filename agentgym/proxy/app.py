@@ -8,6 +8,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import orjson
 from starlette.applications import Starlette
@@ -18,7 +19,8 @@ from starlette.routing import Route
 
 from agentgym.config import Settings
 from agentgym.dashboards.metrics import ProxyMetrics
-from agentgym.dashboards.report import build_report
+from agentgym.dashboards.report import build_report, registry_part
+from agentgym.dashboards.report_cache import ReportCache
 from agentgym.dashboards.report_source import from_query
 from agentgym.proxy.admin import PolicyAdmin, admin_allowed, denied
 from agentgym.proxy.chat_completions import BadRequest, ChatCompletions
@@ -40,6 +42,7 @@ from agentgym.store.queries import Scope
 from agentgym.store.recorder import Recorder, StoreUnavailable
 from agentgym.trainer.registry import Registry, default_dir
 from agentgym.trainer.rounds import Schedule
+from agentgym.trainer.wandb_export import WandbExport
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,10 @@ class Proxy:
 
 
 def build_proxy(settings: Settings) -> Proxy:
-    costing = UsageCosting(settings.pricing, record_bodies=settings.store.record_bodies)
+    metrics = ProxyMetrics(label_limit=settings.server.metrics_label_limit,
+                           episode_capacity=settings.episodes.link_cache_size,
+                           success_reward_threshold=settings.episodes.success_reward_threshold)
+    costing = UsageCosting(settings.pricing, record_bodies=settings.store.record_bodies, on_measured=metrics.measured)
     recorder = Recorder(
         settings.store.path,
         flush_interval_s=settings.store.flush_interval_s,
@@ -73,11 +79,12 @@ def build_proxy(settings: Settings) -> Proxy:
     )
     linker = EpisodeLinker(settings.episodes.link_cache_size)
     upstream = OpenAICompatible(settings.upstream)
-    metrics = ProxyMetrics(recorder)
     registry = Registry(settings.planner.policies_dir or default_dir(settings.store.path))
     llm = LlmPlanner(settings.lightning, settings.trainer.reward,
-                     lambda stage: metrics.internal_errors.labels(stage).inc())
+                     lambda stage: metrics.internal_errors.labels(stage).inc(), upstream_url=settings.upstream.url,
+                     agent_timeout_s=settings.upstream.timeout_s)
     planner = Planner(settings.planner, registry, recorder, llm=llm)
+    metrics.watch(recorder, planner, costing)
     chat = ChatCompletions(
         settings,
         upstream=upstream,
@@ -89,9 +96,15 @@ def build_proxy(settings: Settings) -> Proxy:
         planner=planner,
     )
     schedule = Schedule(settings.trainer, settings.planner, Scope.configured(settings.episodes), registry,
-                        recorder.reader, lambda: planner.encoder, settings.rollout, settings.lightning.reward_model)
+                        recorder.reader, lambda: planner.encoder, settings.rollout, settings.lightning.reward_model,
+                        observers=[metrics.trainer_round, WandbExport(settings.trainer.wandb)])
+
+    def episode_outcome(episode_id: str, reward: float | None, success: bool | None) -> None:
+        metrics.episode_feedback(episode_id, reward, success)
+        llm.episode_ended(episode_id, reward, success)
+
     return Proxy(settings, recorder, costing, linker, upstream, metrics, chat,
-                 FeedbackEndpoint(linker, recorder, on_episode_outcome=llm.episode_ended), planner, schedule)
+                 FeedbackEndpoint(linker, recorder, on_episode_outcome=episode_outcome), planner, schedule)
 
 
 async def _watch_policies(planner: Planner, every_s: float) -> None:
@@ -104,9 +117,21 @@ async def _watch_policies(planner: Planner, every_s: float) -> None:
         await asyncio.sleep(every_s)
 
 
+async def _close_idle_rollouts(llm: LlmPlanner, idle_s: float) -> None:
+    """Close the Agent Lightning rollouts of episodes gone idle without feedback, as the store counts
+    them finished (looked at four times an idle timeout, at most every 30 s)."""
+    while True:
+        await asyncio.sleep(min(max(idle_s / 4, 0.05), 30.0))
+        try:
+            llm.close_idle(idle_s)
+        except Exception:  # noqa: BLE001 - serving goes on; the next look tries again
+            log.exception("closing idle Agent Lightning rollouts failed")
+
+
 def create_app(settings: Settings, *, public_url: str | None = None) -> Starlette:
     """The ASGI app. `public_url` is where this server listens, announced beside the store file."""
     proxy = build_proxy(settings)
+    reports = ReportCache()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -115,13 +140,17 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
         proxy.recorder.start()
         if public_url:
             proxy.server_note = live_server.announce(settings.store.path, public_url)
-        watcher = asyncio.create_task(_watch_policies(proxy.planner, settings.planner.refresh_s))
+        watchers = [asyncio.create_task(_watch_policies(proxy.planner, settings.planner.refresh_s))]
+        if settings.lightning.gateway and proxy.planner.llm is not None:
+            watchers.append(asyncio.create_task(_close_idle_rollouts(proxy.planner.llm,
+                                                                     settings.episodes.idle_timeout_s)))
         if settings.trainer.enabled or settings.rollout.automatic:
             proxy.schedule.start()
         try:
             yield
         finally:
-            watcher.cancel()
+            for watcher in watchers:
+                watcher.cancel()
             await run_in_threadpool(proxy.schedule.stop)
             if proxy.server_note is not None:
                 live_server.withdraw(settings.store.path, proxy.server_note)
@@ -181,10 +210,15 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
             return Response(error_body(str(exc), "invalid_request_error", "invalid_query"), 400,
                             media_type="application/json")
 
-        def report() -> dict:
-            proxy.recorder.flush(timeout=5)
+        def build() -> dict:
             with proxy.recorder.reader() as con:
                 return build_report(con, scope, window, registry=proxy.planner.registry)
+
+        def report() -> dict:
+            proxy.recorder.flush(timeout=5)
+            data = reports.get((scope, window), proxy.recorder.writes, build)
+            # a kept report's figures are the store's now; the registry may have moved since
+            return {**data, "generated_at": datetime.now(UTC).isoformat(), **registry_part(proxy.planner.registry)}
 
         try:
             data = await run_in_threadpool(report)

@@ -26,6 +26,7 @@ from agentgym.proxy.episodes import EpisodeLink, EpisodeLinker, new_id
 from agentgym.proxy.outcomes import OutcomeClassifier
 from agentgym.proxy.planner import Planner
 from agentgym.proxy.stream_assembly import StreamAssembler
+from agentgym.proxy.upstream_planner import Route, through_gateway
 from agentgym.proxy.upstream import (
     LiteLLMProviders,
     OpenAICompatible,
@@ -115,10 +116,12 @@ class ChatCompletions:
         )
         self._record_tool_results(messages, record)
         ours = {EPISODE_HEADER: link.episode_id, INFERENCE_HEADER: record.id}
+        route = None
         with self._fail_open("planner"):
             planned = await self.planner.plan(payload, record)
             if planned is not None:
                 payload, body = planned, orjson.dumps(planned)
+            route = self.planner.route(record.episode_id, stream=stream)
 
         try:
             provider = await self.providers.route(model) if model else None
@@ -126,9 +129,9 @@ class ChatCompletions:
                 record.provider = provider
                 reply = await self.providers.send(provider, payload, stream=stream)
             else:
-                reply = await self.upstream.send("/chat/completions", body, upstream_headers, stream=stream)
+                reply = await self._send_upstream(route, payload, body, upstream_headers, record, stream=stream)
         except UpstreamFailure as failure:
-            self.metrics.upstream_errors.labels(failure.code).inc()
+            self.metrics.upstream_errors.labels(failure.code, str(failure.status)).inc()
             record.status, record.error_type, record.error_message = failure.status, failure.code, failure.message
             self._finish(record, link, started)
             return Response(
@@ -162,6 +165,22 @@ class ChatCompletions:
         if key:
             headers["authorization"] = key
         return headers
+
+    async def _send_upstream(self, route: Route | None, payload: dict[str, Any], body: bytes,
+                             headers: dict[str, str], record: InferenceRecord, *, stream: bool) -> UpstreamReply:
+        """The OpenAI-compatible upstream; in upstream mode (`route`), through Agent Lightning's
+        gateway (failing that, straight upstream) or to an LLM canary's own server."""
+        if route is not None and route.gateway:
+            sent = await through_gateway(self.planner.llm, payload, record.episode_id, self.settings.upstream.timeout_s)
+            if sent is not None:
+                reply, message, propensity = sent
+                with self._fail_open("planner"):
+                    self.planner.answered(record.id, message, propensity)
+                return reply
+        elif route is not None:
+            return await self.upstream.send("/chat/completions", orjson.dumps({**payload, "model": route.model}),
+                                            headers, stream=stream, base_url=route.server)
+        return await self.upstream.send("/chat/completions", body, headers, stream=stream)
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.settings.server.max_body_bytes
@@ -198,7 +217,7 @@ class ChatCompletions:
         with self._fail_open("outcomes"):
             for pending, call_id, content in self.linker.take_results(messages):
                 outcome = self.classifier.classify(content)
-                self.metrics.tool_outcomes.labels(pending.name, outcome.outcome).inc()
+                self.metrics.tool_outcome(pending.episode_id, pending.name, outcome.outcome)
                 text = content if isinstance(content, str) else orjson.dumps(content).decode()
                 self.recorder.add(
                     "tool_results",
@@ -211,7 +230,7 @@ class ChatCompletions:
     ) -> Response:
         record.status = reply.status
         if reply.status >= 400:
-            self.metrics.upstream_errors.labels(f"http_{reply.status}").inc()
+            self.metrics.upstream_errors.labels(f"http_{reply.status}", str(reply.status)).inc()
             body = as_openai_error(reply.status, reply.body)
             record.error_type = "upstream_status"
             record.error_message = body.decode(errors="replace")[:2000]
@@ -242,7 +261,7 @@ class ChatCompletions:
                     assembler.feed(chunk)
                 yield chunk
         except UpstreamFailure as failure:
-            self.metrics.upstream_errors.labels(failure.code).inc()
+            self.metrics.upstream_errors.labels(failure.code, str(failure.status)).inc()
             record.status, record.error_type, record.error_message = failure.status, failure.code, failure.message
             yield b"data: " + error_body(failure.message, "upstream_error", failure.code) + b"\n\n"
         except BaseException:  # the client went away: record what was sent, then let it unwind
@@ -263,10 +282,7 @@ class ChatCompletions:
     def _finish(self, record: InferenceRecord, link: EpisodeLink, started: float) -> None:
         """Link the answer into its episode and queue the rows; never raises."""
         record.latency_ms = (time.perf_counter() - started) * 1000
-        self.metrics.requests.labels("chat_completions", str(record.status)).inc()
-        self.metrics.latency.labels("chat_completions", "true" if record.stream else "false").observe(
-            record.latency_ms / 1000
-        )
+        self.metrics.finished(record)
         with self._fail_open("record"):
             answer = record.answer
             if answer and record.status == 200:
@@ -274,13 +290,14 @@ class ChatCompletions:
                 for position, call in enumerate(answer.get("tool_calls") or ()):
                     function = call.get("function") or {}
                     name = function.get("name", "")
-                    self.metrics.tool_calls.labels(name).inc()
+                    self.metrics.tool_called(name)
                     self.recorder.add(
                         "tool_calls",
                         (call.get("id"), record.id, record.episode_id, record.created_at, position, name,
                          function.get("arguments")),
                     )
             self.recorder.add("inferences", record)
+            self.planner.answered(record.id, answer if record.status == 200 else None, None)
 
     @contextmanager
     def _fail_open(self, stage: str) -> Iterator[None]:

@@ -25,6 +25,13 @@ the proxy loads that version, so a version's model must be served under that nam
 or shadow version is asked at its own server directly. Use an agl-server no `agl-controller`
 watches: a controller fails running rollouts it did not start.
 
+An episode's rollout that gets no feedback is closed once it has been idle for
+`episodes.idle_timeout_s` (`close_idle`): marked failed, with no reward event (its outcome is
+unknown), so Agent Lightning's store holds no rollout open for good.
+
+With `lightning.planner: upstream` no planner call is made: the agent's own requests are the
+planner's, and go through the same gateway and rollouts (`agentgym.proxy.upstream_planner`).
+
 Any failure (the server down or answering an error, the timeout, an answer naming no offered
 tool) is counted (`agentgym_internal_errors{stage="llm_planner_..."}`), and the request goes to
 the model unchanged.
@@ -38,6 +45,7 @@ import logging
 import math
 import os
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -57,6 +65,7 @@ SYSTEM = ("You choose the tool an AI agent uses next, from the tools offered. Ca
           "leave it every tool.")
 ATTEMPT = "0"  # agentlightning.schemas.DEFAULT_ATTEMPT_ID
 KNOWN_ROLLOUTS = 100_000
+BASE = "upstream"  # the gateway's target in upstream mode while no LLM version is live: upstream.url, version 0
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 
 
@@ -113,14 +122,18 @@ def rollout_id(episode_id: str) -> str:
 class LlmPlanner:
     """Asks LLM planner versions, and keeps Agent Lightning's gateway and rollouts in step."""
 
-    def __init__(self, config: LightningConfig, rule: RewardRule, count_failure: Callable[[str], None]) -> None:
+    def __init__(self, config: LightningConfig, rule: RewardRule, count_failure: Callable[[str], None], *,
+                 upstream_url: str | None = None, agent_timeout_s: float = 600.0) -> None:
         self.config = config
+        self.upstream_url = upstream_url  # the agent's own upstream (upstream mode's base model)
+        self.agent_timeout_s = agent_timeout_s  # upstream mode: an agent's request through the gateway
         self.rule = rule
         self.count_failure = count_failure
         key = os.environ.get(config.key_env)
         self._agl_headers = {"authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.AsyncClient(timeout=config.planner_timeout_s)
-        self._rollouts: OrderedDict[str, str] = OrderedDict()  # rollout id -> its episode, most recent last
+        # rollout id -> (its episode, when it was last used), least recently used first
+        self._rollouts: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._tasks: set[asyncio.Task] = set()
         self.gateway_version: str | None = None  # the version the gateway was last pointed at
 
@@ -134,7 +147,7 @@ class LlmPlanner:
                 if self.config.gateway and version.version == self.gateway_version:
                     answer = await self._through_gateway(body, episode_id)
                 else:
-                    answer = await self._post(f"{spec.server}/chat/completions",
+                    answer = await self.post(f"{spec.server}/chat/completions",
                                               {**body, "temperature": self.config.planner_temperature,
                                                "logprobs": True}, {})
             choice = answer["choices"][0]
@@ -152,44 +165,59 @@ class LlmPlanner:
         log.warning("LLM planner %s failed (%s); the request goes through unchanged", version.version, detail)
         return None
 
-    async def _post(self, url: str, body: Any, headers: dict[str, str], method: str = "POST") -> Any:
+    async def post(self, url: str, body: Any, headers: dict[str, str], method: str = "POST", *,
+                   timeout_s: float | None = None) -> Any:
         response = await self._client.request(method, url, content=orjson.dumps(body),
-                                              headers={"content-type": "application/json", **headers})
+                                              headers={"content-type": "application/json", **headers},
+                                              timeout=httpx.USE_CLIENT_DEFAULT if timeout_s is None else timeout_s)
         if response.status_code >= 400:
             raise httpx.HTTPStatusError(f"{url} answered {response.status_code}: {response.text[:300]}",
                                         request=response.request, response=response)
         return orjson.loads(response.content)
 
     async def _through_gateway(self, body: dict[str, Any], episode_id: str) -> dict[str, Any]:
-        rid = await self._rollout(episode_id)
-        url = f"{self.config.server_url}/proxy/rollout/{rid}/attempt/{ATTEMPT}/mode/train/openai/v1/chat/completions"
         try:
-            return await self._post(url, body, self._agl_headers)
+            return await self.post(await self.gateway_url(episode_id), body, self._agl_headers)
         except httpx.HTTPStatusError as exc:
-            if exc.response.status_code == 404:  # agl-server restarted, its rollouts gone: made again next time
-                self._rollouts.pop(rid, None)
-            if exc.response.status_code == 503:  # or its model registry emptied: pointed again at the next refresh
-                self.gateway_version = None
+            self.gateway_refused(episode_id, exc.response.status_code)
             raise
 
+    async def gateway_url(self, episode_id: str) -> str:
+        """The gateway's chat-completions route for the episode's rollout (made if need be)."""
+        rid = await self._rollout(episode_id)
+        return f"{self.config.server_url}/proxy/rollout/{rid}/attempt/{ATTEMPT}/mode/train/openai/v1/chat/completions"
+
+    def gateway_refused(self, episode_id: str, status: int) -> None:
+        """What the gateway's refusal says of our state, forgotten so that it is made again."""
+        if status == 404:  # agl-server restarted, its rollouts gone: made again next time
+            self._rollouts.pop(rollout_id(episode_id), None)
+        if status == 503:  # or its model registry emptied: pointed again at the next refresh
+            self.gateway_version = None
+
+    async def agent_request(self, episode_id: str, body: bytes, timeout_s: float) -> httpx.Response:
+        """The agent's own request through the gateway, as the episode's rollout's (upstream mode)."""
+        return await self._client.post(await self.gateway_url(episode_id), content=body, timeout=timeout_s,
+                                       headers={"content-type": "application/json", **self._agl_headers})
+
     async def _rollout(self, episode_id: str) -> str:
-        """The episode's rollout in agl-server, created and set running at its first planner call."""
+        """The episode's rollout in agl-server, created and set running at its first gateway call."""
         rid = rollout_id(episode_id)
         if rid in self._rollouts:
+            self._rollouts[rid] = (episode_id, time.monotonic())
             self._rollouts.move_to_end(rid)
             return rid
-        [created] = await self._post(f"{self.config.server_url}/api/rollouts", [{
+        [created] = await self.post(f"{self.config.server_url}/api/rollouts", [{
             "rollout_id": rid, "input": {"episode_id": episode_id, "source": "agentgym"}, "is_train": True,
             "metadata": {"agentgym_episode_id": episode_id}}], self._agl_headers)
         if created["status"]["state"] == "queuing":
             try:
-                await self._post(f"{self.config.server_url}/api/rollouts/{rid}",
+                await self.post(f"{self.config.server_url}/api/rollouts/{rid}",
                                  {"status": {"state": "running", "last_attempt_id": ATTEMPT}}, self._agl_headers,
                                  "PATCH")
             except httpx.HTTPStatusError as exc:
                 if exc.response.status_code != 409:  # 409: another request of the episode set it running first
                     raise
-        self._rollouts[rid] = episode_id
+        self._rollouts[rid] = (episode_id, time.monotonic())
         if len(self._rollouts) > KNOWN_ROLLOUTS:
             self._rollouts.popitem(last=False)
         return rid
@@ -204,16 +232,40 @@ class LlmPlanner:
         reason = "episode feedback" if success is None else "episode succeeded" if success else "episode failed"
         self.spawn(self._end_rollout(rid, value, reason))
 
-    async def _end_rollout(self, rid: str, value: float, reason: str) -> None:
+    def close_idle(self, idle_s: float) -> int:
+        """Close the rollouts of episodes idle for `idle_s` with no feedback: failed, no reward (the
+        outcome is unknown), as the store counts such an episode finished. How many."""
+        cutoff, closed = time.monotonic() - idle_s, 0
+        while self._rollouts:
+            rid, (_, last) = next(iter(self._rollouts.items()))
+            if last > cutoff:
+                break
+            del self._rollouts[rid]
+            self.spawn(self._end_rollout(rid, None, f"no outcome: the episode was idle for {idle_s:g} s without "
+                                                    "feedback"))
+            closed += 1
+        return closed
+
+    async def _end_rollout(self, rid: str, value: float | None, reason: str) -> None:
+        """Its reward event, if known, then its end: succeeded (it ran to its end; the reward says
+        how it went), or failed with `reason` when no outcome is known."""
+        status = {"state": "succeeded"} if value is not None else {"state": "failed", "error_message": reason}
         try:
-            await self._post(f"{self.config.server_url}/api/rollouts/{rid}/attempt/{ATTEMPT}/events",
-                             {"event_type": "reward", "data": {"value": value, "source": "agentgym",
-                                                               "reason": reason}}, self._agl_headers)
-            await self._post(f"{self.config.server_url}/api/rollouts/{rid}", {"status": {"state": "succeeded"}},
-                             self._agl_headers, "PATCH")
+            if value is not None:
+                await self.post(f"{self.config.server_url}/api/rollouts/{rid}/attempt/{ATTEMPT}/events",
+                                 {"event_type": "reward", "data": {"value": value, "source": "agentgym",
+                                                                   "reason": reason}}, self._agl_headers)
+            await self.post(f"{self.config.server_url}/api/rollouts/{rid}", {"status": status}, self._agl_headers,
+                             "PATCH")
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 409:  # 409: it ended already (feedback after it idled out)
+                self._reward_failed(rid, exc)
         except httpx.HTTPError as exc:
-            self.count_failure("llm_planner_reward")
-            log.warning("could not give rollout %s its reward: %s", rid, exc)
+            self._reward_failed(rid, exc)
+
+    def _reward_failed(self, rid: str, exc: Exception) -> None:
+        self.count_failure("llm_planner_reward")
+        log.warning("could not end rollout %s: %s", rid, exc)
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run `work` on the event loop without waiting for it (a shadow's call, a reward)."""
@@ -221,12 +273,12 @@ class LlmPlanner:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def point_gateway(self, version: Version, spec: LlmSpec) -> bool:
+    def point_gateway(self, version: str, spec: LlmSpec) -> bool:
         """Map the gateway's model to `version`'s server in Agent Lightning's model registry (its
-        `version` the number of ours). The registry upserts by (model, endpoint) and has no
-        per-entry delete, so it is emptied first: only what the gateway serves lives there. Blocking;
-        whether it worked."""
-        number = int(version.version.removeprefix("v"))
+        `version` the number of ours; BASE, the agent's upstream, is 0). The registry upserts by
+        (model, endpoint) and has no per-entry delete, so it is emptied first: only what the
+        gateway serves lives there. Blocking; whether it worked."""
+        number = 0 if version == BASE else int(version.removeprefix("v"))
         try:
             with httpx.Client(base_url=self.config.server_url, headers=self._agl_headers,
                               timeout=self.config.planner_timeout_s) as client:
@@ -236,10 +288,10 @@ class LlmPlanner:
         except httpx.HTTPError as exc:
             self.count_failure("llm_planner_gateway")
             log.error("could not point Agent Lightning's gateway at %s (%s at %s): %s; retried at the next refresh",
-                      version.version, spec.model, spec.server, exc)
+                      version, spec.model, spec.server, exc)
             return False
-        self.gateway_version = version.version
-        log.info("Agent Lightning's gateway serves %s (%s at %s)", version.version, spec.model, spec.server)
+        self.gateway_version = version
+        log.info("Agent Lightning's gateway serves %s (%s at %s)", version, spec.model, spec.server)
         return True
 
     async def aclose(self) -> None:

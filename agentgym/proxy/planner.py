@@ -16,6 +16,10 @@ A version is the default planner's weights (`agentgym.trainer.policy`, scored he
 planner (engine "lightning"), asked by `agentgym.proxy.llm_planner`; the arms, the records and
 the actions are the same for both. An LLM shadow is asked beside the request, not before it:
 its decision is recorded when it answers, and the served request never waits for it.
+
+With `lightning.planner: upstream` an LLM version is not asked: the agent's own requests are
+its (`agentgym.proxy.upstream_planner`). `route` says where each goes, the model's answer is
+recorded as the decision (`answered`), and an LLM shadow is sent the agent's own request.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import numpy as np
 import orjson
 
@@ -42,12 +47,14 @@ from agentgym.trainer.registry import CorruptPolicy, LlmSpec, Registry, Version
 
 if TYPE_CHECKING:
     from agentgym.proxy.llm_planner import LlmPlanner
+    from agentgym.proxy.upstream_planner import Route
 
 log = logging.getLogger(__name__)
 
 CONTEXT_CHARS = 1200
 TOOL_CACHE = 4096
 GATEWAY_RETRY_S = 10.0  # after a failure to point Agent Lightning's gateway at the live version
+AWAITING = 10_000  # upstream mode: requests whose answer is still to be recorded as a decision, at most
 Served = tuple[Version, PolicyWeights | LlmSpec]
 
 
@@ -94,6 +101,13 @@ class Planner:
         self._rng = np.random.default_rng(config.seed)
         self._shadow_rng = np.random.default_rng(None if config.seed is None else config.seed + 1)
         self._tools: OrderedDict[str, np.ndarray | None] = OrderedDict()  # spec hash -> vector, most recent last
+        # upstream mode: inference id -> records the model's answer to it as the decision
+        self._awaiting: OrderedDict[str, Callable[[dict[str, Any] | None, float | None], None]] = OrderedDict()
+
+    @property
+    def upstream_mode(self) -> bool:
+        """The agent's own requests are the LLM planner's (`lightning.planner: upstream`)."""
+        return self.llm is not None and self.llm.config.planner == "upstream"
 
     @property
     def encoder(self) -> Encoder:
@@ -123,11 +137,22 @@ class Planner:
             self._keep_gateway_on_live()
 
     def _keep_gateway_on_live(self) -> None:
+        """The gateway on the live LLM version; in upstream mode, while none is live, on the agent's
+        upstream itself (BASE)."""
+        from agentgym.proxy.llm_planner import BASE
+
         live, llm = self.live, self.llm
-        if (llm is None or not llm.config.gateway or live is None or not isinstance(live[1], LlmSpec)
-                or llm.gateway_version == live[0].version or time.monotonic() < self._point_after):
+        if llm is None or not llm.config.gateway:
             return
-        if not llm.point_gateway(live[0], live[1]):
+        if live is not None and isinstance(live[1], LlmSpec):
+            target = live[0].version, live[1]
+        elif self.upstream_mode:
+            target = BASE, LlmSpec(model=llm.config.planner_model, server=llm.upstream_url)
+        else:
+            return
+        if llm.gateway_version == target[0] or time.monotonic() < self._point_after:
+            return
+        if not llm.point_gateway(*target):
             self._point_after = time.monotonic() + GATEWAY_RETRY_S
 
     def loaded(self) -> dict[str, str | None]:
@@ -176,6 +201,29 @@ class Planner:
             return "canary", canary[:2]
         return "live", self.live
 
+    def route(self, episode_id: str, *, stream: bool) -> Route | None:
+        """Upstream mode: where the episode's request goes (`upstream_planner.Route`); None: the
+        configured upstream, as ever."""
+        from agentgym.proxy.llm_planner import BASE
+        from agentgym.proxy.upstream_planner import Route
+
+        if not self.upstream_mode:
+            return None
+        _, serving = self.arm(episode_id)
+        gateway = self.llm.gateway_version
+        if serving is not None and isinstance(serving[1], LlmSpec):
+            if serving[0].version == gateway and not stream:
+                return Route(gateway=True)
+            return Route(server=serving[1].server, model=serving[1].model)
+        return Route(gateway=True) if gateway == BASE and not stream else None
+
+    def answered(self, inference_id: str, message: dict[str, Any] | None, propensity: float | None) -> None:
+        """Upstream mode: the model's answer to a request the planner left to it, recorded as the
+        decision (once; a request that failed records none)."""
+        record = self._awaiting.pop(inference_id, None)
+        if record is not None and message is not None:
+            record(message, propensity)
+
     async def plan(self, payload: dict[str, Any], record: InferenceRecord) -> dict[str, Any] | None:
         """The request as the policy would send it, or None to send it unchanged. Records the
         decision, and the shadow version's would-be decision beside it (never applied)."""
@@ -214,13 +262,19 @@ class Planner:
                 context))
 
         if shadow is not None:  # its own draws: the served decisions are the same with or without a shadow
-            if isinstance(shadow[1], LlmSpec):
+            if isinstance(shadow[1], LlmSpec) and self.upstream_mode:
+                self.llm.spawn(self._shadow_as_agent(shadow, payload, names, record_decision))
+            elif isinstance(shadow[1], LlmSpec):
                 self.llm.spawn(self._ask_shadow(shadow, messages, functions, record.episode_id, record_decision))
             else:
                 record_decision(shadow[0], "shadow", weigh(shadow[1], self._shadow_rng))
         if serving is None:
             return None
         version, policy = serving
+        if isinstance(policy, LlmSpec) and self.upstream_mode:  # the model's own answer is the decision
+            self._await_answer(record.id, lambda message, propensity: self._record_answer(
+                version, arm, message, propensity, names, record_decision))
+            return None
         if isinstance(policy, LlmSpec):
             choice = await self.llm.choose(version, policy, messages, functions, record.episode_id)
             if choice is None:
@@ -240,6 +294,35 @@ class Planner:
         choice = await self.llm.choose(shadow[0], shadow[1], messages, functions, episode_id)
         if choice is not None:
             record_decision(shadow[0], "shadow", choice)
+
+    def _await_answer(self, inference_id: str, record: Callable[[dict[str, Any] | None, float | None], None]) -> None:
+        self._awaiting[inference_id] = record
+        if len(self._awaiting) > AWAITING:  # answers never reported (a handler that broke): forgotten
+            self._awaiting.popitem(last=False)
+
+    @staticmethod
+    def _record_answer(version: Version, arm: str, message: dict[str, Any] | None, propensity: float | None,
+                       names: list[str], record_decision: Callable[[Version, str, Choice], None]) -> None:
+        from agentgym.proxy.upstream_planner import agent_choice
+
+        choice = agent_choice(message, names, propensity)
+        if choice is not None:
+            record_decision(version, arm, choice)
+
+    async def _shadow_as_agent(self, shadow: Served, payload: dict[str, Any], names: list[str],
+                               record_decision: Callable[[Version, str, Choice], None]) -> None:
+        """Upstream mode: an LLM shadow sent the agent's own request; its answer, recorded (a failure counted)."""
+        from agentgym.proxy.upstream_planner import shadow_answer
+
+        spec = shadow[1]
+        try:
+            message, propensity = await shadow_answer(self.llm, spec.server, spec.model, payload,
+                                                      self.llm.agent_timeout_s)
+        except (httpx.HTTPError, KeyError, IndexError, TypeError, AttributeError, orjson.JSONDecodeError) as exc:
+            self.llm.count_failure("llm_planner_shadow")
+            log.warning("LLM shadow %s failed: %s", shadow[0].version, exc)
+            return
+        self._record_answer(shadow[0], "shadow", message, propensity, names, record_decision)
 
     def _tool(self, function: dict[str, Any]) -> tuple[str, str]:
         """A tool's spec hash and text, its spec recorded the first time (the trainer reads tools' texts there)."""

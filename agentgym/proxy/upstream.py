@@ -85,10 +85,12 @@ class OpenAICompatible:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def send(self, path: str, body: bytes | None, headers: dict[str, str], *, stream: bool) -> UpstreamReply:
+    async def send(self, path: str, body: bytes | None, headers: dict[str, str], *, stream: bool,
+                   base_url: str | None = None) -> UpstreamReply:
+        """`path` at the upstream (or at `base_url`, another server of the same kind)."""
         request = self.client.build_request(
             "POST" if body is not None else "GET",
-            self.base_url + path,
+            (base_url or self.base_url) + path,
             content=body,
             headers={**headers, "accept-encoding": "identity"},
         )

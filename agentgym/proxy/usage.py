@@ -16,6 +16,7 @@ import functools
 import gc
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +30,11 @@ log = logging.getLogger(__name__)
 class UsageCosting:
     """Turns InferenceRecords into stored rows with tokens and cost; owns the litellm import."""
 
-    def __init__(self, pricing: dict[str, ModelPrice] | None = None, *, record_bodies: bool = True) -> None:
+    def __init__(self, pricing: dict[str, ModelPrice] | None = None, *, record_bodies: bool = True,
+                 on_measured: Callable[[str | None, int | None, int | None, float | None], None] | None = None) -> None:
         self.pricing = pricing or {}
         self.record_bodies = record_bodies
+        self.on_measured = on_measured  # told each row's final tokens and cost (model, prompt, completion, cost)
         self._lock = threading.Lock()
         self._litellm: Any = None
         self._cost = functools.lru_cache(maxsize=65_536)(self._uncached_cost)
@@ -76,27 +79,36 @@ class UsageCosting:
                                  with_bodies=self.record_bodies)
         return record.to_row(*self._measure(record), with_bodies=self.record_bodies)
 
+    @property
+    def pending(self) -> int:
+        """Rows stored before litellm was ready, still waiting for their tokens and cost."""
+        return len(self._deferred)
+
     def settle(self) -> None:
         """Before the final flush: if rows wait for litellm, finish importing it so they get filled in."""
         if self._deferred:
             self.litellm()
 
-    def backfill(self, con: Any) -> None:
-        """Fill in tokens and cost of rows stored while litellm was importing (recorder maintenance)."""
+    def backfill(self, con: Any) -> bool:
+        """Fill in tokens and cost of rows stored while litellm was importing (recorder maintenance);
+        True if it did."""
         if not self._deferred or self._litellm is None:
-            return
-        records, self._deferred = self._deferred, []
-        measured = [(r.id, *self._measure(r)) for r in records]
+            return False
+        measured = [(r.id, *self._measure(r)) for r in self._deferred]
+        self._deferred = []  # after measuring (same thread as `row`): `pending` is 0 once all are counted
         con.execute(
             "UPDATE inferences SET prompt_tokens = v.p, completion_tokens = v.c, usage_estimated = v.e, cost_usd = v.cost "
             "FROM (SELECT unnest($1) AS id, unnest($2) AS p, unnest($3) AS c, unnest($4) AS e, unnest($5) AS cost) v "
             "WHERE inferences.id = v.id",
             [list(column) for column in zip(*measured, strict=True)],
         )
+        return True
 
     def _measure(self, record: InferenceRecord) -> tuple[int | None, int | None, bool, float | None]:
         prompt, completion, estimated = self._tokens(record)
         cost = self._cost(record.model, prompt, completion) if record.model and prompt is not None else None
+        if self.on_measured is not None:
+            self.on_measured(record.model, prompt, completion, cost)
         return prompt, completion, estimated, cost
 
     def _tokens(self, record: InferenceRecord) -> tuple[int | None, int | None, bool]:

@@ -4,7 +4,7 @@ Everything is real but the model: the simulated model and `agentgym serve` are s
 processes talking HTTP, the agents run tool loops with the `openai` SDK against the scenario's
 environment and send feedback, the proxy's trainer runs rounds on the scenario's schedule and
 hands each version that passes its gate to the rollout (shadow, canary steps, live; paced for a
-demo), and the live view reads the proxy's own report and the policy registry while it runs.
+demo), and the live view (dashboards.terminal) reads the proxy's own report while it runs.
 The store is kept for `agentgym report --db FILE`.
 """
 
@@ -21,18 +21,16 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from agentgym.config import load_settings
 from agentgym.dashboards.report import print_tables
 from agentgym.dashboards.report_source import ReportError, fetch_report
+from agentgym.dashboards.terminal import dashboard, rollout_panel
 from agentgym.scenarios import local_stack
 from agentgym.scenarios.agents import MODEL, EpisodeResult, run_episodes
 from agentgym.scenarios.scenario import Scenario
 from agentgym.store.queries import Scope
-from agentgym.trainer.registry import Index, Registry, default_dir
 
 # The simulated model is priced like a small hosted model, so that cost shows as it would.
 DEMO_PRICE = {MODEL: {"input_cost_per_token": 0.15e-6, "output_cost_per_token": 0.60e-6}}
@@ -79,55 +77,6 @@ def _live_report(db: Path) -> dict[str, Any] | None:
         return None
 
 
-def _view(scenario: Scenario, progress: Progress, tally: Tally, report: dict[str, Any] | None,
-          registry: Registry) -> Group:
-    figures = Table.grid(padding=(0, 2))
-    figures.add_column(style="bold")
-    figures.add_column()
-    recent_calls = sum(r.tool_calls for r in tally.recent)
-    recent_errors = sum(r.tool_errors for r in tally.recent)
-    figures.add_row("tool success (last 100 episodes)",
-                    f"{(recent_calls - recent_errors) / recent_calls:.1%}" if recent_calls else "-")
-    figures.add_row("episode success (last 100)",
-                    f"{sum(r.success for r in tally.recent) / len(tally.recent):.1%}" if tally.recent else "-")
-    if report:
-        tokens = report["tokens"]
-        figures.add_row("tool success (proxy, all)", f"{report['tool_calls']['success_rate'] or 0:.1%} "
-                        f"of {report['tool_calls']['total']:,} calls")
-        figures.add_row("prompt tokens / request", f"{tokens['prompt_per_request'] or 0:,.0f}")
-        figures.add_row("cost", f"${tokens['cost_usd_total']:.4f} total, "
-                        f"${tokens['cost_per_successful_episode'] or 0:.5f} per successful episode")
-        worst = sorted((t for t in report["by_tool"] if t["error_rate"]), key=lambda t: -t["error"])[:3]
-        figures.add_row("most failing tools", ", ".join(f"{t['tool']} ({t['error_rate']:.0%})" for t in worst) or "-")
-    index = registry.index()
-    trained = sum(v.engine == "torch" for v in index.versions.values())
-    refused = sum(v.status == "refused" for v in index.versions.values())
-    figures.add_row("policy in charge", f"{index.live or 'none (requests unchanged)'}; {trained} trained, "
-                    f"{refused} refused by the gate")
-    title = f"AgentGym demo: {scenario.name} ({len(scenario.tools)} tools, {len(scenario.tasks)} tasks)"
-    return Group(Panel(figures, title=title), _rollout_view(index), progress)
-
-
-def _rollout_view(index: Index) -> Panel:
-    """Where each version stands: the shadow and the canary with their latest analysis, and the
-    latest moves (by whom, and why)."""
-    rows = Table.grid(padding=(0, 2))
-    rows.add_column(style="bold")
-    rows.add_column(overflow="fold")
-    for name, trial in (("shadow", index.shadow), ("canary", index.canary)):
-        if trial is None:
-            rows.add_row(name, "-")
-            continue
-        share = f", {trial.percent:g}% of episodes" if name == "canary" else ""
-        rows.add_row(name, f"{trial.version}{share}")
-        for line in trial.analysis:
-            rows.add_row("", f"[dim]{line}[/dim]")
-    moves = sorted(((h["at"], v.version, h) for v in index.versions.values() for h in v.history), key=lambda m: m[0])
-    for _, version, move in moves[-4:]:
-        rows.add_row("", f"{version}: {move['from']} -> {move['to']} by {move['by']}: {move['reason'][:160]}")
-    return Panel(rows, title="rollout: shadow -> canary -> live")
-
-
 def run_demo(*, scenario: Scenario, episodes: int, seed: int, db: Path, port: int, concurrency: int,
              console: Console) -> None:
     logs = Path(tempfile.mkdtemp(prefix="agentgym-demo-"))
@@ -147,15 +96,26 @@ def run_demo(*, scenario: Scenario, episodes: int, seed: int, db: Path, port: in
         if proxy is not None:
             proxy.stop()
         model.stop()
-    print_tables(_report(db, max(1, episodes // 5)), console)
-    console.print(_rollout_view(Registry(default_dir(db)).index()))
+    final = _report(db, max(1, episodes // 5))
+    print_tables(final, console)
+    console.print(rollout_panel(final))
     console.print(f"\nThe store is kept: [bold]agentgym report --db {db}[/bold]")
+
+
+def _view(scenario: Scenario, progress: Progress, tally: Tally, report: dict[str, Any] | None) -> Group:
+    recent_calls = sum(r.tool_calls for r in tally.recent)
+    recent_errors = sum(r.tool_errors for r in tally.recent)
+    agents = [("agents: tool success (last 100 episodes)",
+               f"{(recent_calls - recent_errors) / recent_calls:.1%}" if recent_calls else "-"),
+              ("agents: episode success (last 100)",
+               f"{sum(r.success for r in tally.recent) / len(tally.recent):.1%}" if tally.recent else "-")]
+    return dashboard(report, title=f"AgentGym demo: {scenario.name} ({len(scenario.tools)} tools, "
+                     f"{len(scenario.tasks)} tasks)", progress=progress, extra=agents)
 
 
 def _drive(scenario: Scenario, proxy_url: str, db: Path, *, episodes: int, seed: int, concurrency: int,
            console: Console) -> None:
     tally = Tally()
-    registry = Registry(default_dir(db))
     progress = Progress(TextColumn("[bold]episodes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("left"), TimeRemainingColumn(), console=console)
     bar = progress.add_task("episodes", total=episodes)
@@ -172,12 +132,12 @@ def _drive(scenario: Scenario, proxy_url: str, db: Path, *, episodes: int, seed:
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
-    with Live(_view(scenario, progress, tally, None, registry), console=console, refresh_per_second=4) as live:
+    with Live(_view(scenario, progress, tally, None), console=console, refresh_per_second=4) as live:
         async def run() -> None:
             task = asyncio.ensure_future(run_episodes(proxy_url, scenario, episodes=episodes, seed=seed,
                                                       concurrency=concurrency, on_result=on_result))
             while not task.done():
-                live.update(_view(scenario, progress, tally, latest.get("report"), registry))
+                live.update(_view(scenario, progress, tally, latest.get("report")))
                 await asyncio.sleep(0.25)
             task.result()
 
@@ -185,6 +145,6 @@ def _drive(scenario: Scenario, proxy_url: str, db: Path, *, episodes: int, seed:
         asyncio.run(run())
         stop.set()
         latest["report"] = _live_report(db) or latest.get("report")
-        live.update(_view(scenario, progress, tally, latest.get("report"), registry))
+        live.update(_view(scenario, progress, tally, latest.get("report")))
     elapsed = time.monotonic() - started
     console.print(f"{episodes} episodes in {elapsed:.1f}s ({episodes / elapsed:.1f} episodes/s)")

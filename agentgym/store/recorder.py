@@ -56,14 +56,14 @@ class Recorder:
         batch_max_rows: int = 20_000,
         queue_max_rows: int = 200_000,
         prepare: Mapping[str, Prepare] | None = None,
-        maintenance: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+        maintenance: Callable[[duckdb.DuckDBPyConnection], bool] | None = None,
     ) -> None:
         self.path = Path(path)
         self.flush_interval_s = flush_interval_s
         self.batch_max_rows = batch_max_rows
         self.queue_max_rows = queue_max_rows
         self._prepare = dict(prepare or {})
-        self._maintenance = maintenance  # runs on the writer thread after each cycle's writes
+        self._maintenance = maintenance  # runs on the writer thread after each cycle's writes; True if it wrote
         self._sql = {table: _insert_sql(table) for table in TABLES}
         self._queue: collections.deque[tuple[str, Row]] = collections.deque()
         self._wake = threading.Event()
@@ -81,6 +81,8 @@ class Recorder:
         self.dropped: collections.Counter[str] = collections.Counter()
         self.last_error: str | None = None
         self.last_flush_s: float | None = None
+        self.caught_up_at = time.monotonic()  # when the writer last had everything queued written
+        self.writes = 0  # commits that changed the store: what a cached read is keyed by
 
     # --- request path -------------------------------------------------------------------
     def add(self, table: str, row: Row) -> bool:
@@ -164,6 +166,8 @@ class Recorder:
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()
             self._write_queued()
+            if self._con is not None:  # open, and the queue was empty when the writes ended
+                self.caught_up_at = time.monotonic()
             self._maintain()
         while self._queue and self._con is not None:
             self._write_queued()
@@ -193,7 +197,8 @@ class Recorder:
         if self._maintenance is None or self._con is None:
             return
         try:
-            self._maintenance(self._con)
+            if self._maintenance(self._con):
+                self.writes += 1
         except Exception as exc:  # noqa: BLE001 - maintenance is best-effort
             log.error("store maintenance failed: %s", exc)
 
@@ -216,6 +221,7 @@ class Recorder:
             return
         for table, rows in batch.items():
             self.written[table] += len(rows)
+        self.writes += 1
         self.last_error = None
         self.last_flush_s = time.perf_counter() - started
 

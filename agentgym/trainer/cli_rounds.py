@@ -7,6 +7,8 @@ it leaves beside the store); otherwise here, on the file itself.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from contextlib import closing
 from datetime import datetime
@@ -22,13 +24,16 @@ from agentgym.store.schema import SchemaError, open_store
 from agentgym.trainer.encoder import shared_encoder
 from agentgym.trainer.registry import Registry, default_dir
 from agentgym.trainer.rounds import train_round
+from agentgym.trainer.wandb_export import WandbExport
 
 
 class RoundError(RuntimeError):
     pass
 
 
-def round_once(settings: Settings) -> dict[str, Any]:
+def round_once(settings: Settings, export: WandbExport | None = None) -> dict[str, Any]:
+    """One round; a round run here (not inside a server, which exports its own) goes to `export`,
+    else to a W&B run of its own if one is configured."""
     path = settings.store.path
     try:
         con = open_store(path, read_only=True)
@@ -39,9 +44,15 @@ def round_once(settings: Settings) -> dict[str, Any]:
             raise RoundError(f"cannot open {path}: {exc}") from exc
         return _in_server(settings, exc)
     registry = Registry(settings.planner.policies_dir or default_dir(path))
+    started = time.perf_counter()
     with closing(con):
-        return train_round(con, registry, shared_encoder(), settings.trainer, settings.planner, settings.rollout,
-                           Scope.configured(settings.episodes), by="cli")
+        result = train_round(con, registry, shared_encoder(), settings.trainer, settings.planner, settings.rollout,
+                             Scope.configured(settings.episodes), by="cli")
+    exporting = export or WandbExport(settings.trainer.wandb)
+    exporting(result["status"], time.perf_counter() - started, result)
+    if export is None:
+        exporting.close()
+    return result
 
 
 def _in_server(settings: Settings, lock_error: Exception) -> dict[str, Any]:
@@ -59,15 +70,42 @@ def _in_server(settings: Settings, lock_error: Exception) -> dict[str, Any]:
     return response.json()
 
 
-def run_schedule(settings: Settings, report: Callable[[dict[str, Any]], None]) -> None:
-    """Rounds every `trainer.every_s` (default 300 s) until interrupted, on APScheduler."""
-    from apscheduler.schedulers.blocking import BlockingScheduler
+def run_schedule(settings: Settings, on_round: Callable[[dict[str, Any]], None], *, rounds: int | None = None,
+                 tick: Callable[[], None] | None = None) -> None:
+    """Rounds every `trainer.every_s` (default 300 s, the first now) on APScheduler, until interrupted
+    or `rounds` have run; `tick` is called about twice a second meanwhile (the terminal dashboard).
+    A round that fails is reported as such and the schedule goes on."""
+    from apscheduler.schedulers.background import BackgroundScheduler
 
-    scheduler = BlockingScheduler()
-    scheduler.add_job(lambda: report(round_once(settings)), "interval", seconds=settings.trainer.every_s or 300,
-                      next_run_time=datetime.now().astimezone(), max_instances=1, coalesce=True)
+    done: list[dict[str, Any]] = []
+    export = WandbExport(settings.trainer.wandb)  # one W&B run for the rounds run here
+
+    def job() -> None:
+        try:
+            result = round_once(settings, export)
+        except RoundError as exc:
+            result = {"status": "failed", "reason": str(exc)}
+        on_round(result)
+        done.append(result)
+
+    # "skipped: a round is running" is normal when a round outlasts the interval: not for the screen
+    quiet = logging.getLogger("agentgym.trainer.cli_scheduler")
+    quiet.setLevel(logging.ERROR)
+    scheduler = BackgroundScheduler(daemon=True, logger=quiet)
+    scheduler.add_job(job, "interval", seconds=every_s(settings), next_run_time=datetime.now().astimezone(),
+                      max_instances=1, coalesce=True)
+    scheduler.start()
     try:
-        scheduler.start()
-    except (KeyboardInterrupt, SystemExit):
+        while rounds is None or len(done) < rounds:
+            if tick is not None:
+                tick()
+            time.sleep(0.5)
+    except KeyboardInterrupt:
         pass
+    finally:
+        scheduler.shutdown(wait=False)
+        export.close()
 
+
+def every_s(settings: Settings) -> float:
+    return settings.trainer.every_s or 300

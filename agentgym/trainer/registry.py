@@ -242,15 +242,18 @@ class Registry:
             return index.versions[version]
 
     def settle_canary(self, version: str, outcome: Literal["rollback", "promote", "pause"] | float, *, by: str,
-                      reason: str) -> bool:
+                      reason: str, step_started_at: float | None = None) -> bool:
         """What the rollout controller decided for canary `version`: roll it back, promote it, pause
         it at its step, or move it to a percentage; done only if `version` is still the canary when
-        the index is locked (a person may have acted since the controller looked). Whether it was
-        done."""
+        the index is locked, at the step the controller analysed when it says which
+        (`step_started_at`): a person may have rolled it back, or restarted it at another step, since
+        the controller looked. Whether it was done."""
         if outcome == "promote":
             self.load(version)
         with self._editing() as index:
             if index.canary is None or index.canary.version != version:
+                return False
+            if step_started_at is not None and index.canary.step_started_at != step_started_at:
                 return False
             if outcome == "rollback":
                 _move(index.versions[version], "rolled_back", by, reason)

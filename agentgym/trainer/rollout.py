@@ -143,7 +143,8 @@ def check(con: duckdb.DuckDBPyConnection, registry: Registry, config: RolloutCon
     if outcome == "wait":
         return {"status": "waiting", "version": canary.version, "analysis": lines}
     why += f" (compared with {f'live {baseline[1]}' if baseline[1] else 'the episodes served by no policy'})"
-    if not registry.settle_canary(canary.version, outcome, by="rollout", reason=why):
+    if not registry.settle_canary(canary.version, outcome, by="rollout", reason=why,
+                                   step_started_at=canary.step_started_at):
         return {"status": "changed meanwhile", "version": canary.version, "analysis": lines}
     status = {"rollback": "rolled back", "promote": "promoted", "pause": "paused"}.get(outcome, "next step")
     log.log(logging.WARNING if outcome == "rollback" else logging.INFO, "canary %s: %s (%s)", canary.version, status, why)

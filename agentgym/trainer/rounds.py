@@ -35,6 +35,9 @@ from agentgym.trainer.shadow import look as shadow_look
 log = logging.getLogger(__name__)
 
 HOLD_OUT = 5  # one episode in five is kept out of the update, for the gate
+# Told of every round that ran: its status ("registered", "refused", "waiting", "skipped"; "failed"
+# if it raised), its seconds, and what it returned (None if it failed). Metrics, W&B export.
+RoundObserver = Callable[[str, float, dict[str, Any] | None], None]
 
 
 def held_out_for_gate(key: str, seed: int) -> bool:
@@ -111,8 +114,9 @@ class Schedule:
     def __init__(self, trainer: TrainerConfig, planner: PlannerConfig, scope: Scope, registry: Registry,
                  reader: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
                  encoder_of: Callable[[], Encoder], rollout: RolloutConfig | None = None,
-                 reward_model: RewardModelConfig | None = None) -> None:
+                 reward_model: RewardModelConfig | None = None, observers: list[RoundObserver] | None = None) -> None:
         self.trainer, self.planner, self.scope, self.registry = trainer, planner, scope, registry
+        self.observers = observers or []
         self.rollout = rollout or RolloutConfig()
         self.reward_model = reward_model  # judges LLM planner versions in shadow
         self._reader = reader  # the recorder's in-process read cursors
@@ -170,6 +174,9 @@ class Schedule:
     def stop(self) -> None:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
+        for observer in self.observers:
+            if hasattr(observer, "close"):  # an exporter with a run to finish
+                observer.close()
 
     def due(self, con: duckdb.DuckDBPyConnection) -> bool:
         live = self.registry.index().live
@@ -190,6 +197,26 @@ class Schedule:
             log.exception("training round failed; the live policy keeps serving")
 
     def run(self, *, force: bool, by: str = "schedule") -> dict[str, Any]:
+        """A round (if due, or `force`d); its observers are told of it once the round's lock is released."""
+        started = time.perf_counter()
+        try:
+            result = self._run(force, by)
+        except Exception:
+            self._observe("failed", started, None)
+            raise
+        if result["status"] != "not due":
+            self._observe(result["status"], started, result)
+        return result
+
+    def _observe(self, status: str, started: float, result: dict[str, Any] | None) -> None:
+        seconds = time.perf_counter() - started
+        for observer in self.observers:
+            try:
+                observer(status, seconds, result)
+            except Exception:  # noqa: BLE001 - reporting a round must not fail it
+                log.exception("reporting a training round failed")
+
+    def _run(self, force: bool, by: str) -> dict[str, Any]:
         with self._lock, self._reader() as con:
             if not force and not self.due(con):
                 return {"status": "not due"}

@@ -71,7 +71,7 @@ def look(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Encoder, r
         worse, line = _off_policy(con, registry, shadow.version, index.live, since, encoder, rollout, trainer, planner,
                                   scope)
     else:
-        worse, line = _reward_model(con, shadow.version, index.live, since, encoder, rollout, trainer, scope,
+        worse, line = _reward_model(con, registry, shadow.version, index.live, since, encoder, rollout, trainer, scope,
                                     reward_model or RewardModelConfig())
     lines.append(line)
     registry.note_analysis(shadow.version, lines)
@@ -115,12 +115,14 @@ def _verdict(worse: bool) -> str:
     return "fail, confidently worse" if worse else "pass, not confidently worse"
 
 
-def _reward_model(con: duckdb.DuckDBPyConnection, version: str, live_version: str, since: datetime, encoder: Encoder,
-                  rollout: RolloutConfig, trainer: TrainerConfig, scope: Scope,
+def _reward_model(con: duckdb.DuckDBPyConnection, registry: Registry, version: str, live_version: str, since: datetime,
+                  encoder: Encoder, rollout: RolloutConfig, trainer: TrainerConfig, scope: Scope,
                   config: RewardModelConfig) -> tuple[bool | None, str]:
     """Whether the reward model's estimate of the shadow beside the served decisions is confidently
     worse (None until it has scored requests of `rollout.min_episodes` episodes, or while too few
-    outcomes are recorded to fit the reward model), and its analysis line."""
+    outcomes are recorded to fit the reward model), and its analysis line. The reward model fitted
+    is kept as the last fit (`lightning.last_fit`), for the report."""
+    from agentgym.trainer.lightning import last_fit
     from agentgym.trainer.lightning.llm_gate import estimate, scored_episodes
     from agentgym.trainer.lightning.reward_model import NotEnoughData
 
@@ -132,6 +134,7 @@ def _reward_model(con: duckdb.DuckDBPyConnection, version: str, live_version: st
         gate = estimate(con, version, since, scope, encoder, config, margin=trainer.gate_margin, seed=trainer.seed)
     except NotEnoughData as exc:
         return None, f"reward-model estimate: no reward model yet ({exc})"
+    last_fit.save(registry.folder, gate["reward_model"], by=f"the shadow step judging {version}")
     held = gate["reward_model_held_out"]
     return not gate["passed"], (
         f"reward-model estimate: {gate['new']:.4f} against {live_version}'s {gate['current']:.4f} on "

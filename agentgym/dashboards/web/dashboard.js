@@ -123,7 +123,15 @@
       ...trial("canary", r.canary, r.canary && `${num(r.canary.percent)}% of episodes since ` +
         `${epoch(r.canary.started_at)}, this step since ${epoch(r.canary.step_started_at)}` +
         (r.canary.paused ? `; paused: ${r.canary.paused}` : "")),
-      ...trial("shadow", r.shadow, r.shadow && `scoring every request since ${epoch(r.shadow.started_at)}`));
+      ...trial("shadow", r.shadow, r.shadow && `scoring every request since ${epoch(r.shadow.started_at)}`),
+      ...(report.reward_model ? [el("p", { id: "reward-model" }, rewardModel(report.reward_model))] : []));
+  }
+
+  function rewardModel(m) {
+    const h = m.held_out;
+    return `reward model (LLM versions' gate; ${m.target} outcomes, fitted ${epoch(m.fitted_at)} by ${m.by} on ` +
+      `${num(m.train_examples, 0)} calls): held out ${num(h.examples, 0)} calls of ${num(h.episodes, 0)} episodes, ` +
+      `accuracy ${pct(h.accuracy)} (majority ${pct(h.majority_accuracy)}), AUC ${num(h.auc, 3)}`;
   }
 
   function tiles(report) {

@@ -22,9 +22,11 @@ from agentgym.config import Settings
 from agentgym.store.queries import Scope
 from agentgym.store.schema import open_store
 from agentgym.trainer.encoder import shared_encoder
+from agentgym.trainer.lightning import last_fit
 from agentgym.trainer.lightning.contexts import read_contexts, replayable
 from agentgym.trainer.lightning.reward_model import fit
 from agentgym.trainer.lightning.verl_config import REPLAY_FILE, REWARD_MODEL_FILE, verl_config
+from agentgym.trainer.registry import default_dir
 
 OVERRIDES_FILE = "verl_overrides.yaml"
 SPLIT_FILE = "split.json"
@@ -48,6 +50,8 @@ def prepare(settings: Settings, run_dir: Path) -> dict[str, Any]:
              "val": [c.inference_id for c in contexts if held_out_for_gate(c.episode_id, seed)]}
     (run_dir / SPLIT_FILE).write_bytes(orjson.dumps(split))
     model.save(run_dir / REWARD_MODEL_FILE)
+    last_fit.save(settings.planner.policies_dir or default_dir(settings.store.path), model.report,
+                  by="agentgym train --engine lightning")
     (run_dir / OVERRIDES_FILE).write_text(yaml.safe_dump(overrides, sort_keys=False))
     return {"run_dir": str(run_dir.absolute()), "contexts": len(contexts), "train": len(split["train"]),
             "val": len(split["val"]), "reward_model": model.report}

@@ -78,7 +78,8 @@ def estimate(con: duckdb.DuckDBPyConnection, version: str, since: datetime, scop
     agreement = model.report["held_out"]
     out: dict[str, Any] = {"method": "reward model", "requests": len(shadow), "episodes": len(set(episodes)),
                            "reward_model_held_out": {k: agreement[k] for k in ("examples", "accuracy",
-                                                                               "majority_accuracy", "auc")}}
+                                                                               "majority_accuracy", "auc")},
+                           "reward_model": model.report}
     if not shadow:
         return {**out, "passed": False}
     unique, index = np.unique(np.array(episodes), return_inverse=True)
