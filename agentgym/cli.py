@@ -408,8 +408,10 @@ def rollout_status(config: ConfigOption = None, db: DbOption = None) -> None:
     """What serves which share of episodes now, and the canary's history."""
     from agentgym.trainer import by_hand
 
-    status = by_hand.rollout_status(_registry(config, db).index())
-    console.print(f"live: {status['live'] or 'none (requests unchanged)'}, {status['live_percent']:g}% of episodes")
+    settings = _settings(config, store={"path": db})
+    status = by_hand.rollout_status(_registry(config, db).index(), settings.planner.control_share)
+    console.print(f"live: {status['live'] or 'none (requests unchanged)'}, {status['live_percent']:g}% of episodes"
+                  + (f"; control (no policy): {status['control_percent']:g}%" if status["control_percent"] else ""))
     shadow = status["shadow"]
     console.print(f"shadow: {shadow['version'] if shadow else 'none'}")
     for line in shadow["analysis"] if shadow else []:

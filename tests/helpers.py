@@ -1,6 +1,6 @@
 """Servers the tests run on loopback beside the real proxy process.
 
-- `ThreadServer` runs an ASGI app under uvicorn on a thread of the test process.
+- `ThreadServer` (from local_stack) runs an ASGI app under uvicorn on a thread of the test process.
 - `anthropic_app` speaks Anthropic's Messages API (the shape litellm translates to), so the
   proxy's litellm route is exercised over real HTTP without any network.
 - `recording_app` is an OpenAI-compatible upstream that remembers the headers it was sent.
@@ -20,7 +20,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -31,14 +30,13 @@ from typing import Any
 import duckdb
 import httpx
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from agentgym.scenarios.framework_tools import ToolRun
-from agentgym.scenarios.local_stack import free_port, start_agl_server
+from agentgym.scenarios.local_stack import ThreadServer, start_agl_server  # noqa: F401 - ThreadServer: tests import it from here
 from agentgym.scenarios.model_server import chat_completions as sim_chat_completions
 from agentgym.scenarios.simulated_model import ModelKnobs, SimulatedModel
 from agentgym.trainer.policy import PolicyWeights, bucket
@@ -46,30 +44,6 @@ from agentgym.trainer.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "agentgym-test-key"  # agl-server's key in the tests
-
-
-class ThreadServer:
-    def __init__(self, app: Any) -> None:
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ThreadServer:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("test server did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 def recording_app(seen: list[dict[str, str]]) -> Starlette:

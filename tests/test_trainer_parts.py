@@ -9,10 +9,12 @@ import orjson
 import pytest
 
 from agentgym.config import PlannerConfig, RewardRule
+from agentgym.dashboards.report import registry_part
 from agentgym.trainer.batch import Batch, Step, advantages, rewards
 from agentgym.trainer.gate import evaluate
 from agentgym.trainer.policy import (DEFER, OFFER, PolicyWeights, action_of, bucket, choice_probability, choose,
                                      probabilities)
+from agentgym.trainer import by_hand
 from agentgym.trainer.registry import CorruptPolicy, Registry
 
 
@@ -213,6 +215,15 @@ def _registry_with_three(tmp_path) -> tuple[Registry, str, str, str]:
                   for _ in range(3))
     registry.promote(v1, by="test", reason="first")
     return registry, v1, v2, v3
+
+
+def test_rollout_status_leaves_the_control_share_out_of_the_live_versions(tmp_path):
+    registry, v1, v2, v3 = _registry_with_three(tmp_path)
+    registry.start_canary(v2, 5, by="test", reason="try")
+    status = by_hand.rollout_status(registry.index(), control_share=0.1)
+    assert (status["live_percent"], status["control_percent"], status["canary"]["percent"]) == (85, 10, 5)
+    served = {p["version"]: p["traffic_pct"] for p in registry_part(registry, 0.1)["policies"]}
+    assert served == {v1: 85, v2: 5, v3: 0}
 
 
 def test_registry_canary_starts_moves_ends_in_promotion_or_rollback(tmp_path):

@@ -72,7 +72,7 @@ def _rows(con: duckdb.DuckDBPyConnection, select: str, **params: object) -> list
 
 
 def build_report(con: duckdb.DuckDBPyConnection, scope: Scope, window: int | None = 100, *,
-                 registry: Registry) -> dict[str, Any]:
+                 registry: Registry, control_share: float = 0.0) -> dict[str, Any]:
     """The report over `scope`: timeline windows of `window` finished episodes (None: as many as
     make about AUTO_WINDOWS windows), and the policy versions and rollout `registry` holds."""
     if window is not None and window < 1:
@@ -101,7 +101,7 @@ def build_report(con: duckdb.DuckDBPyConnection, scope: Scope, window: int | Non
             "by_policy": _by_policy(cur),
             "timeline": _timeline(cur, window),
             "timeline_by": _timeline_by(cur),
-            **registry_part(registry),
+            **registry_part(registry, control_share),
             "reward_model": last_fit.summary(registry.folder),  # the LLM gate's reward model, if one was fitted
             "filter_values": _filter_values(cur),
         }
@@ -314,11 +314,11 @@ def _timeline_by(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     ]
 
 
-def registry_part(registry: Registry) -> dict[str, Any]:
+def registry_part(registry: Registry, control_share: float = 0.0) -> dict[str, Any]:
     """`policies`: every version as `agentgym policies list --format json` has it, plus the share
     of episodes it serves now; `rollout`: what `agentgym rollout status` shows."""
     index = registry.index()
-    rollout = by_hand.rollout_status(index)
+    rollout = by_hand.rollout_status(index, control_share)
     traffic = {index.live: rollout["live_percent"]} if index.live else {}
     if index.canary is not None:
         traffic[index.canary.version] = index.canary.percent

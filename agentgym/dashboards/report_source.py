@@ -73,7 +73,8 @@ def fetch_report(settings: Settings, scope: Scope, window: int | None) -> dict[s
             raise ReportError(f"cannot open {path}: {exc}") from exc
         return _from_server(path, scope, window, exc)
     with closing(con):
-        return build_report(con, scope, window, registry=Registry(settings.planner.policies_dir or default_dir(path)))
+        return build_report(con, scope, window, registry=Registry(settings.planner.policies_dir or default_dir(path)),
+                            control_share=settings.planner.control_share)
 
 
 def _from_server(path, scope: Scope, window: int | None, lock_error: Exception) -> dict[str, Any]:

@@ -78,6 +78,8 @@ def _in_charge(report: dict[str, Any]) -> str:
             else "none (requests unchanged)")
     if rollout["canary"]:
         text += f"; canary {rollout['canary']['version']} at {rollout['canary']['percent']:g}%"
+    if rollout.get("control_percent"):
+        text += f"; control (no policy) {rollout['control_percent']:g}%"
     if rollout["shadow"]:
         text += f"; shadow {rollout['shadow']['version']}"
     trained = sum(v["engine"] == "torch" for v in versions)

@@ -154,7 +154,7 @@ class PolicyAdmin:
 
     def _state(self) -> dict[str, Any]:
         """The registry's rollout (as `agentgym rollout status`), and what this proxy has loaded of it."""
-        return {**by_hand.rollout_status(self.registry.index()), "serving": self.proxy.planner.loaded()}
+        return {**by_hand.rollout_status(self.registry.index(), self.proxy.settings.planner.control_share), "serving": self.proxy.planner.loaded()}
 
     def _admin_only(self, handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:

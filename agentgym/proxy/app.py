@@ -212,13 +212,14 @@ def create_app(settings: Settings, *, public_url: str | None = None) -> Starlett
 
         def build() -> dict:
             with proxy.recorder.reader() as con:
-                return build_report(con, scope, window, registry=proxy.planner.registry)
+                return build_report(con, scope, window, registry=proxy.planner.registry,
+                                    control_share=settings.planner.control_share)
 
         def report() -> dict:
             proxy.recorder.flush(timeout=5)
             data = reports.get((scope, window), proxy.recorder.writes, build)
             # a kept report's figures are the store's now; the registry may have moved since
-            return {**data, "generated_at": datetime.now(UTC).isoformat(), **registry_part(proxy.planner.registry)}
+            return {**data, "generated_at": datetime.now(UTC).isoformat(), **registry_part(proxy.planner.registry, settings.planner.control_share)}
 
         try:
             data = await run_in_threadpool(report)

@@ -7,7 +7,9 @@ the agent answers while the request is unfinished, they make their next request 
 say in plain words what they still need and repeat the last one. At the end the agent reports the outcome through `POST /v1/feedback`.
 
 `run_episode` is the loop itself, over any way of calling the model: through the proxy with
-the SDK (`through_proxy`), or straight to `SimulatedModel` for calibrating its knobs.
+the SDK (`through_proxy`), or straight to `SimulatedModel` for calibrating its knobs. It runs
+the calls through a `TaskTools`, so a caller that passes its own (`agentgym.integrations.openai_sdk`)
+gets every call's run back as the other frameworks' integrations do.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import httpx
 from openai import AsyncOpenAI
 
-from agentgym.scenarios.environment import Environment
+from agentgym.scenarios.framework_tools import TaskTools
 from agentgym.scenarios.scenario import Scenario, Task
 
 MODEL = "agentgym-sim"
@@ -43,9 +45,11 @@ class EpisodeResult:
 Complete = Callable[[list[dict[str, Any]]], Awaitable[tuple[dict[str, Any], str | None, int]]]
 
 
-async def run_episode(complete: Complete, scenario: Scenario, task: Task, *, max_requests: int = 12) -> EpisodeResult:
+async def run_episode(complete: Complete, scenario: Scenario, task: Task, *, max_requests: int = 12,
+                      tools: TaskTools | None = None) -> EpisodeResult:
     """The agent loop. `complete(messages)` is one model call: (assistant message, episode id, prompt tokens)."""
-    env = Environment(task, {t["function"]["name"]: t["function"].get("description", "") for t in scenario.tools})
+    tools = tools or TaskTools(scenario, task)
+    env = tools.env
     messages: list[dict[str, Any]] = [{"role": "system", "content": scenario.system_prompt},
                                       {"role": "user", "content": task.user}]
     follow_ups = list(task.follow_ups)
@@ -60,7 +64,7 @@ async def run_episode(complete: Complete, scenario: Scenario, task: Task, *, max
         messages.append(message)
         if message.get("tool_calls"):
             for call in message["tool_calls"]:
-                ok, content = env.execute(call["function"]["name"], call["function"].get("arguments"))
+                ok, content = tools.execute(call["function"]["name"], call["function"].get("arguments"))
                 result.tool_calls += 1
                 result.tool_errors += not ok
                 messages.append({"role": "tool", "tool_call_id": call["id"], "content": content})
@@ -77,26 +81,27 @@ async def run_episode(complete: Complete, scenario: Scenario, task: Task, *, max
             break
     while messages[-1 - result.unreported].get("role") == "tool":
         result.unreported += 1
-    result.success = env.complete and (bool(task.steps) or result.tool_calls == 0)
+    result.success = tools.complete
     return result
 
 
-def through_proxy(client: AsyncOpenAI, tools: list[dict[str, Any]], *, seed: int, stream: bool) -> Complete:
+def through_proxy(client: AsyncOpenAI, tools: list[dict[str, Any]], *, seed: int, stream: bool,
+                  model: str = MODEL) -> Complete:
     """Model calls with the `openai` SDK, as the agent's own code makes them."""
-    return lambda messages: _complete(client, messages, tools, stream, seed)
+    return lambda messages: _complete(client, messages, tools, stream, seed, model)
 
 
 async def _complete(client: AsyncOpenAI, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
-                    stream: bool, seed: int) -> tuple[dict[str, Any], str | None, int]:
+                    stream: bool, seed: int, model: str) -> tuple[dict[str, Any], str | None, int]:
     """One call; `seed` is OpenAI's sampling seed, so an episode replays identically."""
     if not stream:
-        raw = await client.chat.completions.with_raw_response.create(model=MODEL, messages=messages, tools=tools,
+        raw = await client.chat.completions.with_raw_response.create(model=model, messages=messages, tools=tools,
                                                                      seed=seed)
         completion = raw.parse()
         message = completion.choices[0].message.model_dump(exclude_none=True, exclude={"annotations", "audio", "refusal"})
         return message, raw.headers.get("x-agentgym-episode-id"), completion.usage.prompt_tokens if completion.usage else 0
     raw = await client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=messages, tools=tools, seed=seed, stream=True, stream_options={"include_usage": True})
+        model=model, messages=messages, tools=tools, seed=seed, stream=True, stream_options={"include_usage": True})
     content: list[str] = []
     calls: dict[int, dict[str, Any]] = {}
     prompt_tokens = 0

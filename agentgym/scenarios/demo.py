@@ -45,7 +45,6 @@ DEMO_PACE = {"AGENTGYM_TRAINER__GATE_MARGIN": "0.02",
                 "AGENTGYM_ROLLOUT__CHECK_S": "1",
                 "AGENTGYM_ROLLOUT__METRICS": json.dumps({"episode_success": 0.10, "tool_success": 0.05,
                                                          "cost_per_success": 0.25})}
-MIN_ROUND_EPISODES = 50  # fewer finished episodes than this make too small a batch to learn from
 
 
 @dataclass
@@ -82,8 +81,7 @@ def run_demo(*, scenario: Scenario, episodes: int, seed: int, db: Path, port: in
              console: Console) -> None:
     logs = Path(tempfile.mkdtemp(prefix="agentgym-demo-"))
     model = local_stack.start_model(logs, args=["--scenario", scenario.name, "--seed", str(seed)])
-    # the scenario's schedule, but at least two rounds in a short demo, so that it shows the loop
-    every = min(scenario.training.train_every_episodes, max(MIN_ROUND_EPISODES, episodes // 3))
+    every = scenario.round_every(episodes)
     proxy = None
     try:
         proxy = local_stack.start_proxy(f"{model.url}/v1", db, logs, port=port or None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -82,11 +83,18 @@ class TaskTools:
         descriptions = {t["function"]["name"]: t["function"].get("description", "") for t in scenario.tools}
         self.env = Environment(task, descriptions)
         self.runs: list[ToolRun] = []
-        self.specs = [self._spec(tool["function"]) for tool in scenario.tools]
+        self._functions = [tool["function"] for tool in scenario.tools]
+
+    @cached_property
+    def specs(self) -> list[ToolSpec]:
+        """Built on first use: an agent loop that executes the model's calls itself (`agents.run_episode`)
+        never needs the pydantic models, whose making costs more than the episode's own work."""
+        return [self._spec(function) for function in self._functions]
 
     @property
     def complete(self) -> bool:
-        return self.env.complete
+        """Every step done; for a task that needs no tool, no tool called."""
+        return self.env.complete and (bool(self.env.task.steps) or not self.runs)
 
     def result(self, episode_id: str) -> TaskResult:
         return TaskResult(episode_id, self.complete, tuple(self.runs))
@@ -94,9 +102,18 @@ class TaskTools:
     def call(self, name: str, arguments: dict[str, Any]) -> str:
         """Run one call against the backend; arguments left at None were not given."""
         given = {k: v for k, v in arguments.items() if v is not None}
-        ok, content = self.env.execute(name, orjson.dumps(given).decode())
-        self.runs.append(ToolRun(name, given, ok))
-        return content
+        return self.execute(name, orjson.dumps(given).decode())[1]
+
+    def execute(self, name: str, raw_arguments: str | None) -> tuple[bool, str]:
+        """Run one call with its arguments as the model wrote them (JSON text, perhaps malformed):
+        (succeeded, the tool message content)."""
+        ok, content = self.env.execute(name, raw_arguments)
+        try:
+            arguments = orjson.loads(raw_arguments or "{}")
+        except orjson.JSONDecodeError:
+            arguments = {}
+        self.runs.append(ToolRun(name, arguments if isinstance(arguments, dict) else {}, ok))
+        return ok, content
 
     def _spec(self, function: dict[str, Any]) -> ToolSpec:
         name = function["name"]

@@ -1,5 +1,6 @@
 """The stand-in model, the proxy and Agent Lightning's server as real processes on loopback, for the
-demo, tests and benchmarks."""
+demo, tests and benchmarks; and `ThreadServer`, an ASGI app under uvicorn on a thread of this process
+(TrainedAgent's in-process proxy, the tests' stand-in servers)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -94,6 +97,42 @@ def start_proxy(upstream: str, db: Path, log_dir: Path, *, port: int | None = No
     service = start("proxy", args, port=port, ready_path="/healthz", log_dir=log_dir, env=env)
     service.db = db
     return service
+
+
+class ThreadServer:
+    """`app` served by uvicorn on 127.0.0.1 (`port`, or a free one) on a daemon thread; `config` goes to uvicorn."""
+
+    def __init__(self, app: Any, port: int | None = None, **config: Any) -> None:
+        import uvicorn
+
+        self.port = port or free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    **{"log_level": "warning", **config}))
+        self.thread = threading.Thread(target=self.server.run, daemon=True, name=f"uvicorn-{self.port}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ThreadServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.server.should_exit = True
+                raise RuntimeError(f"the server for {self.url} did not start (its error is logged above)")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+    def __enter__(self) -> ThreadServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def start_agl_server(log_dir: Path, *, model_name: str, key: str, port: int | None = None) -> Service:

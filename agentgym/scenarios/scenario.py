@@ -27,6 +27,7 @@ from agentgym.config import OutcomeRules, RewardRule
 from agentgym.scenarios.simulated_model import ModelKnobs
 
 LIBRARY = Path(__file__).parent / "library"
+MIN_ROUND_EPISODES = 50  # fewer finished episodes than this make too small a batch to learn from
 SCENARIOS_ENV = "AGENTGYM_SCENARIOS"
 
 
@@ -122,6 +123,11 @@ class Scenario(Strict):
                 "AGENTGYM_TRAINER__EVERY_EPISODES": str(every_episodes or self.training.train_every_episodes),
                 "AGENTGYM_TRAINER__SEED": str(seed), "AGENTGYM_TRAINER__REWARD": self.reward.model_dump_json(),
                 "AGENTGYM_PLANNER__SEED": str(seed)}
+
+    def round_every(self, episodes: int) -> int:
+        """Episodes between training rounds in a run of `episodes`: the scenario's schedule, but at
+        least two rounds in a short run (the demo, a Trainer), so that it shows the loop."""
+        return min(self.training.train_every_episodes, max(MIN_ROUND_EPISODES, episodes // 3))
 
     @property
     def tool_names(self) -> list[str]:

@@ -21,13 +21,15 @@ def promote(registry: Registry, version: str, *, canary: float | None, by: str, 
     return registry.start_canary(version, canary, by=by, reason=reason)
 
 
-def rollout_status(index: Index) -> dict[str, Any]:
-    """What serves which share of episodes, the canary with its analysis and its history, the
-    shadow with its analysis."""
+def rollout_status(index: Index, control_share: float = 0.0) -> dict[str, Any]:
+    """What serves which share of episodes (the planner's `control_share` is served by no policy),
+    the canary with its analysis and its history, the shadow with its analysis."""
     canary = index.canary
+    control = round(100 * control_share, 6)
     return {
         "live": index.live,
-        "live_percent": 100 - (canary.percent if canary else 0),
+        "live_percent": 100 - control - (canary.percent if canary else 0),
+        "control_percent": control,
         "canary": {**canary.model_dump(), "history": index.versions[canary.version].history} if canary else None,
         "shadow": index.shadow.model_dump() if index.shadow else None,
     }

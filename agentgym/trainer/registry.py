@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -192,6 +193,19 @@ class Registry:
         self.load(version)
         with self._editing() as index:
             return _make_live(index, version, by, reason)
+
+    def pin(self, version: str, folder: Path | str, *, by: str) -> Registry:
+        """A new registry at `folder` holding `version` alone, live, under the same name (checked
+        loadable first): a proxy watching it serves exactly that version, whatever this one does next."""
+        meta, _ = self.load(version)
+        pinned = Registry(folder)
+        with pinned._editing() as index:
+            if index.versions:
+                raise ValueError(f"{pinned.folder} holds a registry already")
+            shutil.copyfile(self._artifact(meta), pinned._artifact(meta))
+            index.versions[version] = meta.model_copy(update={"status": "candidate", "history": []})
+            _make_live(index, version, by, f"pinned from {self.folder}")
+        return pinned
 
     def start_shadow(self, version: str, *, by: str, reason: str) -> Version:
         """Let `version` score every request beside the serving versions, its decisions recorded

@@ -119,7 +119,8 @@
     const trial = (kind, t, line) => [el("h3", {}, `${kind}: ${t ? t.version : "none"}`),
       ...(t ? [el("p", {}, line), el("ul", { class: `analysis-${kind}` }, t.analysis.map((a) => el("li", {}, a)))] : [])];
     document.getElementById("rollout").replaceChildren(
-      el("h3", {}, `live: ${r.live ?? "none (requests pass unplanned)"}, ${num(r.live_percent)}% of episodes`),
+      el("h3", {}, `live: ${r.live ?? "none (requests pass unplanned)"}, ${num(r.live_percent)}% of episodes` +
+        (r.control_percent ? `; control (no policy): ${num(r.control_percent)}%` : "")),
       ...trial("canary", r.canary, r.canary && `${num(r.canary.percent)}% of episodes since ` +
         `${epoch(r.canary.started_at)}, this step since ${epoch(r.canary.step_started_at)}` +
         (r.canary.paused ? `; paused: ${r.canary.paused}` : "")),
