@@ -11,7 +11,6 @@ token counts rather than estimating them. The SDK's tracing exports to OpenAI; `
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 try:
@@ -34,9 +33,10 @@ def chat_model(base_url: str, *, model: str, api_key: str = "agentgym", **kwargs
     return OpenAIChatCompletionsModel(model=model, openai_client=client)
 
 
-def function_tool(spec: ToolSpec) -> FunctionTool:
+def function_tool(tools: TaskTools, spec: ToolSpec) -> FunctionTool:
+    """A task's tool; the model's arguments go to its backend as written (malformed JSON is a failed call)."""
     async def invoke(_context: Any, arguments: str) -> str:
-        return spec.function(**json.loads(arguments or "{}"))
+        return tools.execute(spec.name, arguments)[1]
 
     return FunctionTool(name=spec.name, description=spec.description, params_json_schema=spec.parameters,
                         on_invoke_tool=invoke, strict_json_schema=False)
@@ -49,7 +49,7 @@ async def run_task(base_url: str, scenario: Scenario, task: Task, *, model: str 
     async with async_http_client() as http:
         agent = Agent(name=scenario.name, instructions=scenario.system_prompt,
                       model=chat_model(base_url, model=model, http_client=http),
-                      tools=[function_tool(spec) for spec in tools.specs],
+                      tools=[function_tool(tools, spec) for spec in tools.specs],
                       model_settings=ModelSettings(include_usage=True, extra_args={"seed": seed}))
         config = RunConfig(tracing_disabled=True)
         async with episode(base_url=base_url) as ep:
