@@ -69,28 +69,30 @@ class Episode:
     def feedback(self, *, success: bool | None = None, reward: float | None = None,
                  metadata: dict[str, Any] | None = None) -> bool:
         """Send the outcome now; True when the proxy recorded it. Fails open (logs, returns False)."""
-        body = self._payload(success, reward, metadata)
         try:
-            response = httpx.post(_feedback_url(self.base_url), json=body, timeout=self.timeout)
-            response.raise_for_status()
+            response = httpx.post(_feedback_url(self.base_url), json=self._payload(success, reward, metadata),
+                                  timeout=self.timeout)
         except httpx.HTTPError as exc:
-            log.warning("AgentGym feedback for episode %s was not recorded: %s", self.id, exc)
-            return False
-        self.sent = True
-        return True
+            return self._recorded(exc)
+        return self._recorded(response)
 
     async def afeedback(self, *, success: bool | None = None, reward: float | None = None,
                         metadata: dict[str, Any] | None = None) -> bool:
-        body = self._payload(success, reward, metadata)
         try:
             async with httpx.AsyncClient(timeout=self.timeout) as client:
-                response = await client.post(_feedback_url(self.base_url), json=body)
-                response.raise_for_status()
+                response = await client.post(_feedback_url(self.base_url), json=self._payload(success, reward, metadata))
         except httpx.HTTPError as exc:
-            log.warning("AgentGym feedback for episode %s was not recorded: %s", self.id, exc)
-            return False
-        self.sent = True
-        return True
+            return self._recorded(exc)
+        return self._recorded(response)
+
+    def _recorded(self, answer: httpx.Response | httpx.HTTPError) -> bool:
+        """Whether the proxy recorded the feedback; why not, in the log."""
+        if isinstance(answer, httpx.Response) and answer.is_success:
+            self.sent = True
+            return True
+        why = answer if isinstance(answer, httpx.HTTPError) else f"HTTP {answer.status_code}: {answer.text[:200]}"
+        log.warning("AgentGym feedback for episode %s was not recorded: %s", self.id, why)
+        return False
 
     def _outcome(self, failed: bool) -> tuple[bool | None, float | None]:
         """What leaving the block reports: what was set, else a failure if the run raised."""
