@@ -71,7 +71,7 @@ async def _gateway_calls(model_url: str, agl_url: str, calls: int, per_episode: 
     spec = LlmSpec(model=MODEL, server=f"{model_url}/v1")
     through, direct = (Version(version=v, created_at=0, parent=None, checksum="", encoder="none",
                                encoder_checksum="none", engine="lightning") for v in ("v1", "v2"))
-    assert await asyncio.to_thread(planner.point_gateway, through, spec), failures  # v1: the gateway's; v2: direct
+    assert await asyncio.to_thread(planner.point_gateway, through.version, spec), failures  # v1: the gateway's; v2: direct
     timings: dict[str, list[float]] = {"direct": [], "gateway": [], "gateway_first_call": []}
     warmup = 50
     try:
