@@ -25,6 +25,12 @@ DEFAULT = OutcomeClassifier(OutcomeRules())
         ("", "unknown", None),
         (None, "unknown", None),
         ([{"type": "text", "text": '{"error": "boom"}'}], "error", "boom"),
+        # a dict as Python's repr, as the Agents SDK, AutoGen and CrewAI send a tool's return value
+        ("{'error': 'no order A-1009'}", "error", "no order A-1009"),
+        ("{'status': 'failed', 'message': 'card declined', 'retry': False}", "error", "card declined"),
+        ("{'order_id': 'A-1001', 'status': 'shipped', 'items': [1, None]}", "success", None),
+        ("{'when': datetime.date(2026, 1, 1)}", "success", None),  # not a literal: read as text
+        ("{'when': datetime.date(2026, 1, 1), 'error': 'late'}", "success", None),  # likewise
     ],
 )
 def test_default_rules(content, outcome, message):

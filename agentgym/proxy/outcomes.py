@@ -2,11 +2,14 @@
 
 Agents report tool failures in many shapes: `{"error": "..."}`, `{"status": "failed"}`,
 an exception's text, or "Error: ...". The rules are configuration (`outcomes:` in
-agentgym.yaml) so a deployment can teach the proxy its own tools' conventions.
+agentgym.yaml) so a deployment can teach the proxy its own tools' conventions. Several agent
+frameworks (the OpenAI Agents SDK, AutoGen, CrewAI) send a tool's dict return value as Python's
+`repr` (`{'error': 'not found'}`), so such a literal is read like JSON.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,6 +20,7 @@ from agentgym.config import OutcomeRules
 
 Outcome = Literal["success", "error", "unknown"]
 MESSAGE_CHARS = 300
+LITERAL_CHARS = 20_000  # a Python literal longer than this is read as text (parsing is linear but not free)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +59,8 @@ class OutcomeClassifier:
             try:
                 return self._classify_json(orjson.loads(text), text)
             except orjson.JSONDecodeError:
-                pass
+                if (value := _python_literal(text)) is not None:
+                    return self._classify_json(value, text)
         for pattern in self._error_patterns:
             if pattern.search(text):
                 return ToolOutcome("error", text[:MESSAGE_CHARS])
@@ -79,6 +84,17 @@ class OutcomeClassifier:
                 if word in self._success_statuses:
                     return ToolOutcome("success")
         return ToolOutcome("success")
+
+
+def _python_literal(text: str) -> Any:
+    """A dict or list written as a Python literal (`repr`), or None; `ast.literal_eval` runs no code."""
+    if len(text) > LITERAL_CHARS:
+        return None
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return value if isinstance(value, dict | list) else None
 
 
 def _short(value: Any) -> str:
