@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
-from agentgym.config import load_settings
+import yaml
+from pydantic import BaseModel
+
+from agentgym.config import Settings, load_settings
 
 
 def test_flags_beat_environment_beats_file_beats_defaults(tmp_path, monkeypatch):
@@ -54,9 +58,21 @@ def test_bad_configuration_is_refused_before_serving(tmp_path):
 
 
 def test_the_example_configuration_is_valid_and_shows_the_defaults():
-    from pathlib import Path
-
-    from agentgym.config import Settings
-
     example = Path(__file__).parent.parent / "agentgym.example.yaml"
     assert load_settings(example).model_dump() == Settings().model_dump()
+
+
+def test_the_example_configuration_lists_every_field():
+    """The README sends users to agentgym.example.yaml for every field: none may be missing from it."""
+    example = yaml.safe_load((Path(__file__).parent.parent / "agentgym.example.yaml").read_text())
+
+    def missing(model: BaseModel, written: dict, path: str) -> list[str]:
+        gaps = []
+        for name in type(model).model_fields:
+            if name not in written:
+                gaps.append(path + name)
+            elif isinstance(value := getattr(model, name), BaseModel):
+                gaps += missing(value, written[name] or {}, f"{path}{name}.")
+        return gaps
+
+    assert missing(Settings(), example, "") == []
