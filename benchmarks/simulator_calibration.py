@@ -3,7 +3,13 @@
 The published figures are measured through the real proxy (benchmarks/scenario_baselines.py);
 this loop calls the same SimulatedModel and Environment directly, so knobs can be searched fast.
 
-    .venv/bin/python benchmarks/simulator_calibration.py [--episodes 300] [--scenario NAME] [--knob k=v]
+With `--oracle`, a planner that knows the task names the next step's tool in `tool_choice`
+whenever that step's argument values are in the conversation (and leaves the model to choose
+otherwise): the ceiling of any tool-selection policy with this model. It is meaningful where a
+task's values are said verbatim (customer_support); where the model derives them (a date
+reworded, a computed amount) the oracle keeps forcing a step whose values it cannot see.
+
+    .venv/bin/python benchmarks/simulator_calibration.py [--episodes 300] [--scenario NAME] [--knob k=v] [--oracle]
 """
 
 from __future__ import annotations
@@ -13,11 +19,17 @@ import asyncio
 import random
 
 from agentgym.scenarios.agents import run_episode
+from agentgym.scenarios.framework_tools import TaskTools
 from agentgym.scenarios.scenario import load_scenario, scenario_files
 from agentgym.scenarios.simulated_model import ModelKnobs, SimulatedModel
 
 
-async def measure(name: str, episodes: int, seed: int, overrides: dict[str, str]) -> dict[str, float]:
+def _said(values: object, conversation: str) -> bool:
+    return all(_said(v, conversation) for v in values) if isinstance(values, list) else str(values) in conversation
+
+
+async def measure(name: str, episodes: int, seed: int, overrides: dict[str, str], oracle: bool = False
+                  ) -> dict[str, float]:
     scenario = load_scenario(name)
     knobs = ModelKnobs.model_validate({**scenario.simulator.model_dump(), **overrides})
     model = SimulatedModel(knobs, seed)
@@ -25,12 +37,17 @@ async def measure(name: str, episodes: int, seed: int, overrides: dict[str, str]
     calls = errors = successes = requests = 0
     for _ in range(episodes):
         task, episode_seed = rng.choice(scenario.tasks), rng.getrandbits(31)
+        tools = TaskTools(scenario, task)
 
-        async def complete(messages, episode_seed=episode_seed):
+        async def complete(messages, episode_seed=episode_seed, tools=tools):
             payload = {"messages": messages, "tools": scenario.tools, "seed": episode_seed}
+            step = next((s for s, done in zip(tools.env.task.steps, tools.env.done, strict=True) if not done), None)
+            conversation = " ".join(str(m.get("content")) for m in messages if m.get("role") in ("user", "tool"))
+            if oracle and step is not None and _said(list(step.arguments.values()), conversation):
+                payload["tool_choice"] = {"type": "function", "function": {"name": step.tool}}
             return model.answer(payload)[0], None, 0
 
-        result = await run_episode(complete, scenario, task)
+        result = await run_episode(complete, scenario, task, tools=tools)
         calls, errors = calls + result.tool_calls, errors + result.tool_errors
         successes += result.success
         requests += result.requests
@@ -44,10 +61,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scenario", action="append")
     parser.add_argument("--knob", action="append", default=[])
+    parser.add_argument("--oracle", action="store_true", help="force the task's next tool once its values are said")
     args = parser.parse_args()
     overrides = dict(item.split("=", 1) for item in args.knob)
     for name in args.scenario or list(scenario_files()):
-        figures = asyncio.run(measure(name, args.episodes, args.seed, overrides))
+        figures = asyncio.run(measure(name, args.episodes, args.seed, overrides, args.oracle))
         print(f"{name:18s} " + "  ".join(f"{k} {v:.3f}" for k, v in figures.items()), flush=True)
 
 

@@ -55,6 +55,13 @@ def test_arguments_are_read_from_the_conversation():
     assert fill_arguments(schema, said, latest=said) == {
         "order_id": "#W6067464", "item_ids": ["9624127908"], "new_item_ids": ["8917609800"],
         "payment_method_id": "paypal_3738584"}
+    # an item kept as it is ("for item X (same options)") is in both lists, as tau-bench's gold actions have it
+    said = ("Please modify the items in my pending order #W9318778: the Bicycle (item 2143041831: medium) for item "
+            "5606522780 (large, red) and the Air Purifier (item 3076708684: HEPA) for item 3076708684 (same options). "
+            "Use credit_card_7862034 for the price difference.")
+    assert fill_arguments(schema, said, latest=said) == {
+        "order_id": "#W9318778", "item_ids": ["2143041831", "3076708684"], "new_item_ids": ["5606522780", "3076708684"],
+        "payment_method_id": "credit_card_7862034"}
 
 
 def test_optional_arguments_are_given_when_the_conversation_names_them():

@@ -166,9 +166,16 @@ def fill_arguments(schema: dict[str, Any], said: str, results: str = "", latest:
         # the one just said, else the last one said (a later request may need an address given earlier)
         given = {**(_address_fields(latest, properties) or _address_fields(said, properties)), **given}
     arguments: dict[str, Any] = {}
-    claims: dict[str, list[tuple[tuple[bool, float, bool, int], str, _Candidate]]] = {}
+    claims: dict[tuple[str, bool], list[tuple[tuple[bool, float, bool, int], str, _Candidate]]] = {}
     number_candidates = conversation.candidates(_NUMBER.pattern)
     renaming = any("new" in _label(name, spec) for name, spec in properties.items())
+
+    def claim(name: str, spec: dict[str, Any], candidate: _Candidate) -> None:
+        # keyed by the value and, where the schema renames, by its side: "item 3076708684 for item
+        # 3076708684 (same options)" gives the value to both item_ids and new_item_ids
+        key = (candidate.value, renaming and candidate.replacement)
+        claims.setdefault(key, []).append((_rank(name, spec, candidate, renaming), name, candidate))
+
     conversion = _conversion(latest or said)
     name_match = _NAME.search(said) or _NAME.search(results)
     entities = iter(_entities(latest or said))
@@ -202,14 +209,14 @@ def fill_arguments(schema: dict[str, Any], said: str, results: str = "", latest:
         elif examples:
             pattern = "|".join(f"(?:{shape_pattern(e)})" for e in examples)
             for candidate in conversation.candidates(f"(?:{pattern})"):
-                claims.setdefault(candidate.value, []).append((_rank(name, spec, candidate, renaming), name, candidate))
+                claim(name, spec, candidate)
         elif kind == "string" and "date" in words(name):  # a date said, in words or ISO form, like a shaped value
             for candidate in conversation.candidates(_DATE):
-                claims.setdefault(candidate.value, []).append((_rank(name, spec, candidate, renaming), name, candidate))
+                claim(name, spec, candidate)
         elif kind in ("integer", "number"):  # numbers go out like shaped values: by the words around them
             fitting = [c for c in number_candidates if _fits(c.value, name, kind)]
             for candidate in fitting:
-                claims.setdefault(candidate.value, []).append((_rank(name, spec, candidate, renaming), name, candidate))
+                claim(name, spec, candidate)
             if name in required and not fitting:
                 arguments[name] = 1
         elif kind == "boolean":  # "standardize the predictors", "apply standardization", "assume equal variance"
@@ -254,7 +261,7 @@ def _address_fields(text: str, properties: dict[str, Any]) -> dict[str, str]:
     return {name: parts[i] or "" for i, names in enumerate(ADDRESS_FIELDS) for name in names if name in properties}
 
 
-def _assign_shaped(claims: dict[str, list[tuple[tuple[bool, float, bool, int], str, _Candidate]]],
+def _assign_shaped(claims: dict[tuple[str, bool], list[tuple[tuple[bool, float, bool, int], str, _Candidate]]],
                    properties: dict[str, dict[str, Any]], required: set[str], arguments: dict[str, Any]) -> None:
     """Each shaped value goes to the parameter whose words stand nearest it; each parameter takes its best.
 
