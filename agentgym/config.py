@@ -137,6 +137,9 @@ class TrainerConfig(Section):
                                 "toward the text-similarity prior: less memorising of the requests trained on")
     outcome_weight: float = Field(1.0, ge=0, description="weight of the tool scores' lesson from each call's "
                                   "outcome (the model's own choices included)")
+    outcome_decisions: int = Field(20_000, ge=0, description="the tool scores also learn from the calls after up to "
+                                   "this many recent decisions of earlier versions: which tool works for which "
+                                   "request is the deployment's fact, not the policy's, so it needs no correction")
     gate_margin: float = Field(0.0, ge=0, description="a new version may estimate at most this much below the current")
     promote: Literal["rollout", "auto", "manual"] = Field(
         "rollout", description="rollout: a version that passes the gate earns its way, in shadow (rollout.shadow), "

@@ -111,7 +111,7 @@ def play(item: Item, weights: PolicyWeights, scorer: Scorer, model: SimulatedMod
                                             ).execute(called, "{}")[0]
     names = [t["function"]["name"] for t in item.tools]
     return {"choice": choice.tool, "propensity": choice.propensity, "ok": ok,
-            "called": names.index(called) if called in names else -1}
+            "called": names.index(called) if called in names else -1, "offered": frozenset(names[i] for i in choice.offered)}
 
 
 def batch_of(plays: list[tuple[Item, int, dict[str, Any]]]) -> Batch:
@@ -127,7 +127,8 @@ def batch_of(plays: list[tuple[Item, int, dict[str, Any]]]) -> Batch:
                  rewards=np.array([float(p["ok"]) for _, _, p in plays]), weights=np.ones(n),
                  groups=np.array([groups[item.id] for item, _, _ in plays], np.int64), specs=specs,
                  called=np.array([p["called"] for _, _, p in plays], np.int64),
-                 called_ok=np.array([int(p["ok"]) if p["called"] >= 0 else -1 for _, _, p in plays], np.int64))
+                 called_ok=np.array([int(p["ok"]) if p["called"] >= 0 else -1 for _, _, p in plays], np.int64),
+                 offered=[p["offered"] for _, _, p in plays])
 
 
 def evaluate(weights: PolicyWeights, scorer: Scorer, items: list[Item]) -> dict[str, float]:

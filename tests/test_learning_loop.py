@@ -62,6 +62,8 @@ def test_the_scheduled_trainer_learns_which_tool_works(tiny, logs, tmp_path):
     index = registry.index()
     trained = [v for v in index.versions.values() if v.engine == "torch"]
     assert trained and all(v.gate["method"] == "snips" and "ci95" in v.gate for v in trained)
+    # the outcome term also read earlier versions' decisions; the ratio, only the serving version's
+    assert any(v.training["earlier_decisions"] > 0 for v in trained), [v.training for v in trained]
     assert index.live is not None and index.versions[index.live].engine == "torch", index
     assert max(rates[-3:]) > _rate(untrained) + 0.15, (rates, _rate(untrained))
     con = duckdb.connect(str(db), read_only=True)

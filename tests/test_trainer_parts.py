@@ -71,6 +71,9 @@ def test_exploration_is_over_the_three_actions_and_a_logged_force_of_a_tool_no_l
     assert choice_probability(1, scores, probs) == pytest.approx(0.02)  # forcing the top tool
     assert choice_probability(0, scores, probs) == 0.0  # a tool these weights would never force
     assert choice_probability(OFFER, scores, probs) == probs[1] and choice_probability(DEFER, scores, probs) == probs[2]
+    # a logged offer is these weights' action only if it kept their top tool
+    assert choice_probability(OFFER, scores, probs, np.array([True, True, False, False])) == probs[1]
+    assert choice_probability(OFFER, scores, probs, np.array([True, False, True, True])) == 0.0
 
 
 def _batch(rewards_: list[float], choices: list[int], propensities: list[float]) -> Batch:
@@ -151,10 +154,9 @@ def test_weight_decay_keeps_the_learned_terms_near_the_text_prior_and_leaves_its
     assert abs(float(learned[2.0].alpha[0]) - float(learned[0.0].alpha[0])) < 1.0  # the prior's scale is not decayed
 
 
-def test_the_update_moves_probability_toward_the_action_that_paid_and_keeps_the_ranking_for_the_outcome_term():
-    from agentgym.config import TrainerConfig
+def _refund_or_cancel():
+    """Two tools and a refund request, a first version leaning to defer, and its action probabilities."""
     from agentgym.trainer.encoder import shared_encoder
-    from agentgym.trainer.engine import TorchEngine
 
     encoder = shared_encoder()
     specs = {"ha": ("refund_order", "refund order: money back (order_id)"),
@@ -163,6 +165,14 @@ def test_the_update_moves_probability_toward_the_action_that_paid_and_keeps_the_
     context, tools = encoder.encode("please refund order 7"), encoder.encode_many([text for _, text in specs.values()])
     buckets = np.array([bucket(name) for name, _ in specs.values()])
     before = probabilities(start.action_scores(start.tool_scores(context, tools, buckets)), 0.01)
+    return encoder, specs, start, context, tools, buckets, before
+
+
+def test_the_update_moves_probability_toward_the_action_that_paid_and_keeps_the_ranking_for_the_outcome_term():
+    from agentgym.config import TrainerConfig
+    from agentgym.trainer.engine import TorchEngine
+
+    encoder, specs, start, context, tools, buckets, before = _refund_or_cancel()
     n = 60
     choices = np.array([OFFER, DEFER, 0] * (n // 3))  # offers paid, defers and forces did not
     batch = Batch([f"d{i}" for i in range(n)], [f"e{i}" for i in range(n)], ["v1"] * n, ["please refund order 7"] * n,
@@ -173,6 +183,31 @@ def test_the_update_moves_probability_toward_the_action_that_paid_and_keeps_the_
     after = probabilities(new.action_scores(new.tool_scores(context, tools, buckets)), 0.01)
     assert after[1] > before[1] * 1.1 and after[2] < before[2] and after[0] < before[0]
     assert np.array_equal(new.U, start.U) and np.array_equal(new.b, start.b)  # no outcomes: the ranking is not taught
+
+
+def test_earlier_versions_decisions_teach_the_tool_scores_but_not_the_actions():
+    from agentgym.config import TrainerConfig
+    from agentgym.trainer.engine import TorchEngine
+
+    encoder, specs, start, context, tools, buckets, before = _refund_or_cancel()
+    n = 60
+    serving = np.arange(n) < 30  # the serving version deferred, half its episodes paid; no call is labelled
+    choices = np.where(serving, DEFER, OFFER)  # an earlier version offered, and every offer paid ...
+    called = np.where(serving, -1, 1)  # ... with cancel_order called, and working, where refund reads closer
+    batch = Batch([f"d{i}" for i in range(n)], [f"e{i}" for i in range(n)], ["v2"] * 30 + ["v1"] * 30,
+                  ["please refund order 7"] * n, [["ha", "hb"]] * n, choices,
+                  np.array([before[action_of(int(c))] for c in choices]), np.where(serving, np.arange(n) % 2, 1.0),
+                  np.ones(n), np.zeros(n, np.int64), specs, called, np.where(serving, -1, 1), on_policy=serving)
+    new, stats = TorchEngine().update(batch, start, encoder, TrainerConfig(device="cpu"), 0.01)
+    scores = new.tool_scores(context, tools, buckets)
+    prior = start.tool_scores(context, tools, buckets)
+    assert prior[1] < prior[0] and scores[1] > scores[0]  # cancel_order now ranks first
+    after = probabilities(new.action_scores(scores), 0.01)
+    assert stats["decisions"] == 30 and stats["earlier_decisions"] == 30 and stats["outcome_decisions"] == 30
+    batch.on_policy = None  # the same offers in the ratio: "offer" would grow
+    everything, _ = TorchEngine().update(batch, start, encoder, TrainerConfig(device="cpu"), 0.01)
+    offered_more = probabilities(everything.action_scores(everything.tool_scores(context, tools, buckets)), 0.01)
+    assert offered_more[1] > 1.1 * before[1] and after[1] < 1.02 * before[1]
 
 
 def test_fine_tuning_the_encoder_moves_it_toward_the_tool_that_worked():

@@ -12,7 +12,8 @@ in one episode only is compared with the whole batch.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
 import duckdb
 import numpy as np
 import orjson
@@ -35,7 +36,7 @@ dec AS (
 )
 SELECT d.id, d.episode_id, d.policy_version, d.choice, d.propensity, d.candidates, d.context, d.opening,
        e.ok AS episode_ok, coalesce(s.ok, 0) AS tool_ok, coalesce(s.failed, 0) AS tool_failed,
-       coalesce(i.prompt_tokens, 0) AS prompt_tokens, f.name AS called, f.outcome AS called_outcome
+       coalesce(i.prompt_tokens, 0) AS prompt_tokens, f.name AS called, f.outcome AS called_outcome, d.offered
 FROM dec d
 JOIN episodes e USING (episode_id)
 LEFT JOIN steps s ON s.inference_id = d.inference_id
@@ -66,6 +67,12 @@ class Batch:
     # the action was.
     called: np.ndarray
     called_ok: np.ndarray
+    # The names of the tools each decision offered ("offer" rows; empty: not recorded). A logged
+    # offer is an action of other weights only if it includes their top tool (`policy.choice_probability`).
+    offered: list[frozenset[str]] = field(default_factory=list)
+    # The decisions the update's ratio, KL and advantages use (None: all); the others (earlier
+    # versions' decisions, older_data "drop") teach the tool scores only.
+    on_policy: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -75,7 +82,9 @@ class Batch:
         pick = lambda items: [items[i] for i in keep]  # noqa: E731
         return Batch(pick(self.ids), pick(self.episodes), pick(self.versions), pick(self.contexts),
                      pick(self.candidates), self.choices[keep], self.propensities[keep], self.rewards[keep],
-                     self.weights[keep], self.groups[keep], self.specs, self.called[keep], self.called_ok[keep])
+                     self.weights[keep], self.groups[keep], self.specs, self.called[keep], self.called_ok[keep],
+                     pick(self.offered) if self.offered else [],
+                     None if self.on_policy is None else self.on_policy[keep])
 
 
 @dataclass(frozen=True)
@@ -122,11 +131,16 @@ def advantages(rewards_: np.ndarray, weights: np.ndarray, groups: np.ndarray, ep
 
 
 def read_batch(con: duckdb.DuckDBPyConnection, rule: RewardRule, scope: Scope, *,
-               versions: set[str] | None = None) -> Batch:
-    """Decisions of finished episodes (explicit outcome) in `scope`, of `versions` if given."""
+               versions: set[str] | None = None, others: int = 0) -> Batch:
+    """Decisions of finished episodes (explicit outcome) in `scope`, of `versions` if given; and then
+    the latest `others` decisions of other versions, marked off-policy (`Batch.on_policy`)."""
     rows = con.execute(with_base(DECISIONS_SQL), scope.params()).fetchall()
+    on_policy = None
     if versions is not None:
-        rows = [r for r in rows if r[2] in versions]
+        mine = [r[2] in versions for r in rows]
+        earlier = [i for i, m in enumerate(mine) if not m][-others:] if others else []
+        keep = sorted({i for i, m in enumerate(mine) if m} | set(earlier))
+        rows, on_policy = [rows[i] for i in keep], np.array([mine[i] for i in keep], bool)
     steps = [Step(r[1], bool(r[8]), int(r[9]), int(r[10]), int(r[11])) for r in rows]
     reward, weight = rewards(steps, rule)
     opening = [_digest(r[7]) for r in rows]
@@ -144,7 +158,8 @@ def read_batch(con: duckdb.DuckDBPyConnection, rule: RewardRule, scope: Scope, *
     return Batch([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[6] for r in rows],
                  candidates, np.array([r[3] for r in rows], np.int64),
                  np.array([r[4] for r in rows], np.float64), reward, weight,
-                 np.array([group_of[o] for o in opening], np.int64), specs, called, called_ok)
+                 np.array([group_of[o] for o in opening], np.int64), specs, called, called_ok,
+                 [frozenset(orjson.loads(r[14]) if r[14] else ()) for r in rows], on_policy)
 
 
 def _digest(text: str | None) -> str:

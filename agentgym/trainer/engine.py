@@ -14,7 +14,11 @@ decisions; a KL term over the three actions keeps the new policy near the one th
 The ratio trains the action scores; the tool scores learn from an auxiliary term
 (`outcome_weight`): which tool worked after each decision, the model's own calls under
 "defer" included: most decisions defer, and each still says whether the tool the model
-picked was right. Seeded, deterministic.
+picked was right. That term also reads the latest decisions of earlier versions
+(`trainer.outcome_decisions`; `Batch.on_policy` marks the serving version's, which alone feed
+the ratio, the KL term and the advantages): which tool works for which request does not depend
+on the policy that asked, and a round that learnt it from one version's batch alone forgot
+what the batches before had taught. Seeded, deterministic.
 
 On a GPU the engine can also fine-tune the encoder (`TorchEngine(encoder_learning_rate=...)`
 with a `TransformerEncoder`): the same loss, with the context and tool vectors computed through
@@ -55,6 +59,7 @@ class Tensors:
     mask: np.ndarray  # (n, m): real candidates
     action: np.ndarray  # (n,) the logged action's index in ACTIONS (force, offer, defer)
     forced: np.ndarray  # (n,) the forced tool's column; -1 when none was forced
+    offered: np.ndarray  # (n, m) the candidates a logged offer kept (all, where not recorded)
 
     @classmethod
     def of(cls, batch: Batch, encoder: Encoder | None) -> Tensors:
@@ -71,7 +76,11 @@ class Tensors:
             mask[i, : len(hashes)] = True
         action = np.array([action_of(int(c)) for c in batch.choices], np.int64)
         forced = np.where(np.isin(batch.choices, (DEFER, OFFER)), -1, batch.choices)
-        return cls(encode(batch.contexts), tools, buckets, candidates, mask, action, forced)
+        offered = mask.copy()
+        for i, names in enumerate(batch.offered):
+            if names and batch.choices[i] == OFFER:
+                offered[i, : len(batch.candidates[i])] = [batch.specs[h][0] in names for h in batch.candidates[i]]
+        return cls(encode(batch.contexts), tools, buckets, candidates, mask, action, forced, offered)
 
 
 def usable(batch: Batch) -> Batch:
@@ -104,11 +113,14 @@ class TorchEngine:
         arrays = Tensors.of(batch, None if tune else encoder)
         as_tensor = lambda a, **kw: torch.as_tensor(a, device=device, **kw)  # noqa: E731
         buckets, candidates, mask = as_tensor(arrays.buckets), as_tensor(arrays.candidates), as_tensor(arrays.mask)
-        action, forced_tool = as_tensor(arrays.action), as_tensor(arrays.forced)
+        action, forced_tool, offered = as_tensor(arrays.action), as_tensor(arrays.forced), as_tensor(arrays.offered)
         propensity = as_tensor(batch.propensities, dtype=torch.float32)
-        advantage = as_tensor(advantages(batch.rewards, batch.weights, batch.groups, batch.episodes),
-                              dtype=torch.float32)
-        weight = as_tensor(batch.weights, dtype=torch.float32)
+        serving = batch.on_policy if batch.on_policy is not None else np.ones(len(batch), bool)
+        group_relative = np.zeros(len(batch))
+        group_relative[serving] = advantages(batch.rewards[serving], batch.weights[serving], batch.groups[serving],
+                                             [e for e, on in zip(batch.episodes, serving, strict=True) if on])
+        advantage = as_tensor(group_relative, dtype=torch.float32)
+        weight = as_tensor(batch.weights * serving, dtype=torch.float32)  # earlier versions' decisions: outcomes only
         labelled = as_tensor((batch.called >= 0) & (batch.called_ok >= 0))
         called, called_ok = as_tensor(batch.called), as_tensor(batch.called_ok)
         params = {k: torch.tensor(v, device=device, requires_grad=True) for k, v in current.arrays().items()}
@@ -131,9 +143,12 @@ class TorchEngine:
             return scores, (1 - epsilon) * torch.softmax(actions, dim=1) + epsilon / 3
 
         def chosen_probability(probs: torch.Tensor, scores: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-            """Each logged choice's probability: its action's; 0 for a forced tool no longer on top."""
-            still_top = (forced_tool[rows] < 0) | (scores.argmax(dim=1) == forced_tool[rows])
-            return probs[torch.arange(len(rows), device=device), action[rows]] * still_top
+            """Each logged choice's probability: its action's; 0 for a forced tool no longer on top,
+            or an offer without the top tool (`policy.choice_probability`)."""
+            top = scores.argmax(dim=1)
+            forced_ok = (forced_tool[rows] < 0) | (top == forced_tool[rows])
+            offered_ok = offered[rows].gather(1, top[:, None]).squeeze(1)
+            return probs[torch.arange(len(rows), device=device), action[rows]] * forced_ok * offered_ok
 
         def outcome_loss(scores: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
             """The tool scores, as a classifier of which tool works here: up for a call that
@@ -153,7 +168,7 @@ class TorchEngine:
 
         def loss(p: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
             scores, now = forward(p, rows)
-            w = weight[rows] / weight[rows].sum()
+            w = weight[rows] / weight[rows].sum().clamp_min(1e-12)  # a minibatch may hold none of the serving's
             ratio = chosen_probability(now, scores, rows) / propensity[rows]
             surrogate = torch.minimum(ratio * advantage[rows],
                                       ratio.clamp(1 - config.clip, 1 + config.clip) * advantage[rows])
@@ -190,9 +205,13 @@ class TorchEngine:
                                  for rows in chunks) / weight.sum())
         per_step = len(batch) if not tune else min(self.minibatch, len(batch))
         return new, {"engine": self.name, "device": str(device), "encoder": "tuned" if tune else "fixed",
-                     "decisions": len(batch), "episodes": len(set(batch.episodes)), "steps": config.steps,
+                     "decisions": int(serving.sum()), "episodes": len({e for e, on in zip(batch.episodes, serving)
+                                                                         if on}),
+                     "earlier_decisions": int((~serving).sum()),  # read by the outcome term only
+                     "outcome_decisions": int(((batch.called >= 0) & (batch.called_ok >= 0)).sum()),
+                     "steps": config.steps,
                      "seed": config.seed, "loss": float(step_loss.detach()), "kl": final_kl,
-                     "mean_reward": float(np.average(batch.rewards, weights=batch.weights)),
+                     "mean_reward": float(np.average(batch.rewards[serving], weights=batch.weights[serving])),
                      "decisions_per_s": round(config.steps * per_step / step_s, 1),
                      **({"encoded_texts_per_s": round(encoded / step_s, 1)} if tune else {}),
                      "seconds": round(time.perf_counter() - started, 3)}
@@ -246,5 +265,5 @@ def chosen_probabilities(batch: Batch, encoder: Encoder, epsilon: float, *weight
         for probs_of, w in zip(out, weights, strict=True):
             scores = w.tool_scores(context, tools, buckets)
             action_probs = probabilities(w.action_scores(scores), epsilon)
-            probs_of[i] = choice_probability(int(batch.choices[i]), scores, action_probs)
+            probs_of[i] = choice_probability(int(batch.choices[i]), scores, action_probs, arrays.offered[i, : len(index)])
     return out

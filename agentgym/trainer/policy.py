@@ -21,9 +21,11 @@ score per context dimension (those overfit and drifted in the learning-curve run
 samples one of the three from softmax(action scores) mixed with `epsilon` uniform exploration
 over the three, and records that probability (the propensity). Which tool is forced, or which
 are offered, follows from the scores; so a logged "force tool j" has, under other weights, the
-probability of "force" if j is still their top tool and 0 if not. A logged offer counts as
-"offer" whatever tools it kept: which tools rank first is the outcome term's lesson
-(`agentgym.trainer.engine`), not the ratio's.
+probability of "force" if j is still their top tool and 0 if not, and a logged offer the
+probability of "offer" if it included their top tool and 0 if not: an offer made by a ranking
+that left out what the new one ranks first says nothing of the new one's offers (the first
+version's offers, ranked by text similarity alone, had kept the gate refusing every update that
+offered more). Which tools rank first is the outcome term's lesson (`agentgym.trainer.engine`).
 
 numpy only: the proxy scores with this; the trainer's torch engine mirrors the same formula.
 """
@@ -128,11 +130,16 @@ def probabilities(action_scores: np.ndarray, epsilon: float) -> np.ndarray:
     return (1 - epsilon) * shifted / shifted.sum() + epsilon / len(action_scores)
 
 
-def choice_probability(choice: int, tool_scores: np.ndarray, action_probs: np.ndarray) -> float:
+def choice_probability(choice: int, tool_scores: np.ndarray, action_probs: np.ndarray,
+                       offered: np.ndarray | None = None) -> float:
     """The probability of a logged `choice` under the weights that gave these scores: forcing a
-    tool that is not their top one is an action they never take."""
+    tool that is not their top one, or offering tools without it (`offered`, a mask over the
+    candidates; None: not recorded), is an action they never take."""
     p = float(action_probs[action_of(choice)])
-    return p if choice < 0 or int(np.argmax(tool_scores)) == choice else 0.0
+    top = int(np.argmax(tool_scores))
+    if choice == OFFER:
+        return p if offered is None or bool(offered[top]) else 0.0
+    return p if choice == DEFER or top == choice else 0.0
 
 
 @dataclass

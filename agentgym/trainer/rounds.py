@@ -71,11 +71,12 @@ def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Enc
         return {"status": "skipped", "live": live, "reason": f"{live} is an LLM planner: the torch engine trains the "
                 "default planner only; train it with agentgym train --engine lightning"}
     versions = {live} if trainer.older_data == "drop" else None
-    batch = usable(read_batch(con, trainer.reward, scope, versions=versions))
-    if len(batch) < trainer.min_decisions:
-        return {"status": "waiting", "live": live, "decisions": len(batch), "needed": trainer.min_decisions}
+    batch = usable(read_batch(con, trainer.reward, scope, versions=versions, others=trainer.outcome_decisions))
+    serving = batch.on_policy if batch.on_policy is not None else np.ones(len(batch), bool)
+    if serving.sum() < trainer.min_decisions:
+        return {"status": "waiting", "live": live, "decisions": int(serving.sum()), "needed": trainer.min_decisions}
     held_out = np.array([held_out_for_gate(e, trainer.seed) for e in batch.episodes], bool)
-    train, holdout = batch.only(~held_out), batch.only(held_out)
+    train, holdout = batch.only(~held_out), batch.only(held_out & serving)
     new, stats = (engine or TorchEngine()).update(train, current, encoder, trainer, planner.epsilon)
     # judged on episodes it did not train on: on its own batch any update looks better
     gate = evaluate(holdout, *chosen_probabilities(holdout, encoder, planner.epsilon, new, current),
