@@ -12,7 +12,8 @@ With `--env AGENTGYM_PLANNER__ENABLED=false` the whole curve runs with the plann
 untrained model on the same episodes (chunk i draws seed + 1 + i either way), the control to
 compare a trained curve's chunks with.
 
-Writes benchmarks/results/learning_curve-SCENARIO-DATE.json and, with matplotlib, a .png.
+Writes benchmarks/results/learning_curve-SCENARIO-DATE.json and, with matplotlib, a .png (a run
+with `--env` settings gets them in its name: learning_curve-SCENARIO-DATE-planner.enabled=false.json).
 """
 
 from __future__ import annotations
@@ -111,11 +112,13 @@ def main() -> None:
     args = parser.parse_args()
     result = curve(args.scenario, args.episodes, args.chunk, args.seed, dict(e.split("=", 1) for e in args.env))
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"learning_curve-{args.scenario}-{result['date']}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    # a run with settings of its own (the control: planner.enabled=false) is named for them, beside the default run
+    settings = "".join(f"-{k.removeprefix('AGENTGYM_').lower().replace('__', '.')}={v}" for k, v in result["env"].items())
+    stem = f"learning_curve-{args.scenario}-{result['date']}{settings}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "curve"}, indent=1, default=str))
-    if plot(result, stem.with_suffix(".png")):
-        print(f"curve: {stem.with_suffix('.png')}")
+    if plot(result, RESULTS / f"{stem}.png"):
+        print(f"curve: {RESULTS / f'{stem}.png'}")
 
 
 if __name__ == "__main__":
