@@ -221,7 +221,7 @@ def test_the_proxys_training_rounds_are_in_its_wandb_run(run):
     assert rows[1]["round/version"] == int(trained["version"][1:])
     assert rows[1]["training/loss"] == pytest.approx(trained["training"]["loss"])
     assert rows[1]["training/kl"] == pytest.approx(trained["training"]["kl"])
-    assert rows[1]["gate/difference"] == trained["gate"]["difference"]
+    assert rows[1].get("gate/difference") == trained["gate"]["difference"]  # absent where the gate had no estimate
     assert rows[1]["gate/passed"] == int(trained["gate"]["passed"])
 
 

@@ -96,6 +96,15 @@ def test_gate_refuses_a_policy_that_is_worse_on_logged_data():
     assert admitted["passed"] and admitted["new"] == pytest.approx(0.9)
 
 
+def test_gate_refuses_a_policy_that_takes_none_of_the_logged_choices_with_no_estimate():
+    # Logged: forces of tool 0; the new weights would force another tool, so none of these is theirs.
+    batch = _batch([1, 0] * 10, [0] * 20, [0.5] * 20)
+    verdict = evaluate(batch, np.zeros(20), np.full(20, 0.5))
+    assert not verdict["passed"] and verdict["difference"] is None and verdict["ci95"] is None
+    assert "none of the logged choices" in verdict["reason"]
+    assert evaluate(batch.only(np.zeros(20, bool)), np.zeros(0), np.zeros(0))["difference"] is None  # nothing held out
+
+
 def test_gate_refuses_a_policy_better_than_the_current_but_worse_than_no_planner():
     # Logged: deferring paid 1, forcing tool 0 paid 0, each sampled with probability 0.5.
     batch = _batch([1, 0] * 50, [DEFER, 0] * 50, [0.5] * 100)

@@ -24,7 +24,9 @@ def evaluate(batch: Batch, new: np.ndarray, current: np.ndarray, *, margin: floa
              seed: int = 0) -> dict[str, Any]:
     """`new` and `current`: each policy's probability of every logged choice. Passes when the new
     policy's estimate is at least the current one's, and always deferring's where the batch
-    has logged defers, minus `margin`."""
+    has logged defers, minus `margin`. A new policy with no probability on any logged choice
+    (a forced tool or an offer that its ranking would not make, everywhere) has no estimate:
+    its figures are None, with a `reason`, and it does not pass."""
     episodes = np.array(batch.episodes)
     unique, index = np.unique(episodes, return_inverse=True)
     picks = np.random.default_rng(seed).integers(0, len(unique), (resamples, len(unique)))
@@ -34,6 +36,11 @@ def evaluate(batch: Batch, new: np.ndarray, current: np.ndarray, *, margin: floa
         return np.bincount(index, w * batch.rewards, len(unique)), np.bincount(index, w, len(unique))
 
     num_new, den_new = per_episode(new)
+    if not den_new.sum() > 0:  # nothing held out, or the new policy takes none of the logged choices
+        return {"method": "snips", "decisions": len(batch), "episodes": len(unique), "new": None, "current": None,
+                "difference": None, "ci95": None, "margin": margin, "untrained": None, "effective_sample_size": 0.0,
+                "passed": False, "reason": "no estimate: the new policy takes none of the logged choices held out "
+                "(or none were), so nothing logged says how it would do"}
 
     def against(reference: np.ndarray) -> dict[str, Any]:
         num, den = per_episode(reference)

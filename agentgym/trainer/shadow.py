@@ -103,6 +103,9 @@ def _off_policy(con: duckdb.DuckDBPyConnection, registry: Registry, version: str
     (_, candidate), (_, live) = registry.load(version), registry.load(live_version)
     gate = evaluate(batch, *chosen_probabilities(batch, encoder, planner.epsilon, candidate, live),
                     margin=trainer.gate_margin, seed=trainer.seed)
+    if gate["difference"] is None:  # it would take none of live's choices: not shown worse; the canary measures it
+        return False, f"off-policy estimate: none over {gate['episodes']} episodes of {live_version}, {gate['reason']}: " \
+            + _verdict(False)
     worse = any(c and c["ci95"][1] < -trainer.gate_margin for c in (gate, gate["untrained"]))
     untrained = gate["untrained"]
     against = (f", {untrained['difference']:+.4f} (95% {untrained['ci95']}) against no planner" if untrained else "")

@@ -31,8 +31,8 @@ def round_row(status: str, seconds: float, result: dict[str, Any] | None) -> dic
         row["round/version"] = int(str(result["version"]).lstrip("v"))
     training, gate = result.get("training") or {}, result.get("gate") or {}
     row |= {f"training/{key}": training[key] for key in TRAINING_KEYS if key in training}
-    row |= {f"gate/{key}": gate[key] for key in GATE_KEYS if key in gate}
-    if "ci95" in gate:
+    row |= {f"gate/{key}": gate[key] for key in GATE_KEYS if gate.get(key) is not None}  # None: no estimate
+    if gate.get("ci95"):
         row["gate/ci95_low"], row["gate/ci95_high"] = gate["ci95"]
     if "passed" in gate:
         row["gate/passed"] = int(bool(gate["passed"]))
