@@ -41,9 +41,8 @@ async def measure(name: str, episodes: int, seed: int, overrides: dict[str, str]
 
         async def complete(messages, episode_seed=episode_seed, tools=tools):
             payload = {"messages": messages, "tools": scenario.tools, "seed": episode_seed}
-            step = next((s for s, done in zip(tools.env.task.steps, tools.env.done, strict=True) if not done), None)
-            conversation = " ".join(str(m.get("content")) for m in messages if m.get("role") in ("user", "tool"))
-            if oracle and step is not None and _said(list(step.arguments.values()), conversation):
+            if oracle and (step := tools.env.next_step) is not None and _said(list(step.arguments.values()), " ".join(
+                    str(m.get("content")) for m in messages if m.get("role") in ("user", "tool"))):
                 payload["tool_choice"] = {"type": "function", "function": {"name": step.tool}}
             return model.answer(payload)[0], None, 0
 

@@ -48,10 +48,15 @@ class Environment:
     def complete(self) -> bool:
         return all(self.done)
 
+    @property
+    def next_step(self) -> Step | None:
+        """The first step not done yet."""
+        return next((step for step, done in zip(self.task.steps, self.done, strict=True) if not done), None)
+
     def still_needed(self) -> str:
         """What the user still wants done, in plain words (the pending action as the backend's docs
         word it): what a user who knows their goal says when the agent stops short."""
-        pending = next((step for step, done in zip(self.task.steps, self.done, strict=True) if not done), None)
+        pending = self.next_step
         if pending is None:
             return "nothing more"
         what = self.descriptions.get(pending.tool, "").split(".")[0].strip()

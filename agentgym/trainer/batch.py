@@ -77,6 +77,11 @@ class Batch:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def serving(self) -> np.ndarray:
+        """`on_policy` as a mask, all True where it is None."""
+        return self.on_policy if self.on_policy is not None else np.ones(len(self), bool)
+
     def only(self, mask: np.ndarray) -> Batch:
         keep = np.flatnonzero(mask)
         pick = lambda items: [items[i] for i in keep]  # noqa: E731

@@ -115,7 +115,7 @@ class TorchEngine:
         buckets, candidates, mask = as_tensor(arrays.buckets), as_tensor(arrays.candidates), as_tensor(arrays.mask)
         action, forced_tool, offered = as_tensor(arrays.action), as_tensor(arrays.forced), as_tensor(arrays.offered)
         propensity = as_tensor(batch.propensities, dtype=torch.float32)
-        serving = batch.on_policy if batch.on_policy is not None else np.ones(len(batch), bool)
+        serving = batch.serving
         group_relative = np.zeros(len(batch))
         group_relative[serving] = advantages(batch.rewards[serving], batch.weights[serving], batch.groups[serving],
                                              [e for e, on in zip(batch.episodes, serving, strict=True) if on])
@@ -205,8 +205,8 @@ class TorchEngine:
                                  for rows in chunks) / weight.sum())
         per_step = len(batch) if not tune else min(self.minibatch, len(batch))
         return new, {"engine": self.name, "device": str(device), "encoder": "tuned" if tune else "fixed",
-                     "decisions": int(serving.sum()), "episodes": len({e for e, on in zip(batch.episodes, serving)
-                                                                         if on}),
+                     "decisions": int(serving.sum()),
+                     "episodes": len({e for e, on in zip(batch.episodes, serving, strict=True) if on}),
                      "earlier_decisions": int((~serving).sum()),  # read by the outcome term only
                      "outcome_decisions": int(((batch.called >= 0) & (batch.called_ok >= 0)).sum()),
                      "steps": config.steps,

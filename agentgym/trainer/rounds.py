@@ -72,7 +72,7 @@ def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Enc
                 "default planner only; train it with agentgym train --engine lightning"}
     versions = {live} if trainer.older_data == "drop" else None
     batch = usable(read_batch(con, trainer.reward, scope, versions=versions, others=trainer.outcome_decisions))
-    serving = batch.on_policy if batch.on_policy is not None else np.ones(len(batch), bool)
+    serving = batch.serving
     if serving.sum() < trainer.min_decisions:
         return {"status": "waiting", "live": live, "decisions": int(serving.sum()), "needed": trainer.min_decisions}
     held_out = np.array([held_out_for_gate(e, trainer.seed) for e in batch.episodes], bool)

@@ -104,8 +104,8 @@ def _off_policy(con: duckdb.DuckDBPyConnection, registry: Registry, version: str
     gate = evaluate(batch, *chosen_probabilities(batch, encoder, planner.epsilon, candidate, live),
                     margin=trainer.gate_margin, seed=trainer.seed)
     if gate["difference"] is None:  # it would take none of live's choices: not shown worse; the canary measures it
-        return False, f"off-policy estimate: none over {gate['episodes']} episodes of {live_version}, {gate['reason']}: " \
-            + _verdict(False)
+        return False, (f"off-policy estimate: none over {gate['episodes']} episodes of {live_version}, "
+                       f"{gate['reason']}: " + _verdict(False))
     worse = any(c and c["ci95"][1] < -trainer.gate_margin for c in (gate, gate["untrained"]))
     untrained = gate["untrained"]
     against = (f", {untrained['difference']:+.4f} (95% {untrained['ci95']}) against no planner" if untrained else "")
