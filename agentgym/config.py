@@ -101,7 +101,7 @@ class PlannerConfig(Section):
                          "(force the top tool, offer the likeliest, defer)")
     control_share: float = Field(0.0, ge=0, lt=1, description="share of episodes served with no policy at all "
                                  "(arm control), whatever is live or in canary: a baseline that never goes stale")
-    coverage: float = Field(0.9, gt=0, le=1, description="\"offer\" keeps the likeliest tools up to this probability")
+    coverage: float = Field(0.7, gt=0, le=1, description="\"offer\" keeps the likeliest tools up to this probability")
     max_offered: int = Field(5, ge=1, description="and at most this many")
     seed: int | None = Field(None, description="seed for the exploration draws (tests, benchmarks)")
 

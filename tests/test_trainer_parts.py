@@ -105,15 +105,18 @@ def test_gate_refuses_a_policy_that_takes_none_of_the_logged_choices_with_no_est
     assert evaluate(batch.only(np.zeros(20, bool)), np.zeros(0), np.zeros(0))["difference"] is None  # nothing held out
 
 
-def test_gate_refuses_a_policy_better_than_the_current_but_worse_than_no_planner():
+def test_gate_reports_no_planner_and_admits_a_policy_better_than_the_current_that_is_still_below_it():
+    """Refusing it would keep the worse policy serving; the rollout's control arm measures no planner."""
     # Logged: deferring paid 1, forcing tool 0 paid 0, each sampled with probability 0.5.
     batch = _batch([1, 0] * 50, [DEFER, 0] * 50, [0.5] * 100)
     behaviour = np.full(100, 0.5)
     better_than_current = np.where(batch.choices == DEFER, 0.6, 0.4)
     verdict = evaluate(batch, better_than_current, behaviour)
     assert verdict["difference"] == pytest.approx(0.1) and verdict["untrained"]["value"] == pytest.approx(1.0)
-    assert verdict["untrained"]["difference"] == pytest.approx(-0.4) and not verdict["passed"]
-    assert evaluate(batch, np.where(batch.choices == DEFER, 1.0, 0.0), behaviour)["passed"]
+    assert verdict["untrained"]["difference"] == pytest.approx(-0.4) and verdict["passed"]
+    worse_than_current = np.where(batch.choices == DEFER, 0.4, 0.6)
+    assert not evaluate(batch, worse_than_current, behaviour)["passed"]  # worse than the current: refused
+    assert evaluate(batch, np.where(batch.choices == DEFER, 1.0, 0.0), behaviour)["untrained"]["difference"] == 0.0
 
 
 def test_registry_refuses_a_corrupt_artifact_and_rolls_back(tmp_path):
