@@ -157,8 +157,8 @@ def test_the_compose_services_run_here_as_processes_and_the_proxy_serves_what_pr
         assert scraped[("agentgym_policy_serving", frozenset({("role", "live"), ("version", "v1")}))] == 1
         assert settings.store.path == Path("/data/agentgym.duckdb") and db.exists()
     finally:
-        trainer.send_signal(signal.SIGINT)
+        trainer.send_signal(signal.SIGTERM)  # what `docker compose stop` sends (a shell's background job ignores SIGINT)
         trainer_log = trainer.communicate(timeout=30)[0]
         assert proxy.stop(), proxy.log()
         model.stop()
-    assert "Traceback" not in trainer_log, trainer_log
+    assert trainer.returncode == 0 and "Traceback" not in trainer_log, trainer_log

@@ -8,6 +8,8 @@ it leaves beside the store); otherwise here, on the file itself.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -73,8 +75,9 @@ def _in_server(settings: Settings, lock_error: Exception) -> dict[str, Any]:
 def run_schedule(settings: Settings, on_round: Callable[[dict[str, Any]], None], *, rounds: int | None = None,
                  tick: Callable[[], None] | None = None) -> None:
     """Rounds every `trainer.every_s` (default 300 s, the first now) on APScheduler, until interrupted
-    or `rounds` have run; `tick` is called about twice a second meanwhile (the terminal dashboard).
-    A round that fails is reported as such and the schedule goes on."""
+    (Ctrl-C, or SIGTERM, which `docker compose stop` sends) or `rounds` have run; `tick` is called
+    about twice a second meanwhile (the terminal dashboard). A round that fails is reported as
+    such and the schedule goes on."""
     from apscheduler.schedulers.background import BackgroundScheduler
 
     done: list[dict[str, Any]] = []
@@ -94,17 +97,22 @@ def run_schedule(settings: Settings, on_round: Callable[[dict[str, Any]], None],
     scheduler = BackgroundScheduler(daemon=True, logger=quiet)
     scheduler.add_job(job, "interval", seconds=every_s(settings), next_run_time=datetime.now().astimezone(),
                       max_instances=1, coalesce=True)
+    stopping = threading.Event()
+    in_main = threading.current_thread() is threading.main_thread()  # only it may take signals
+    previous = signal.signal(signal.SIGTERM, lambda *_: stopping.set()) if in_main else None
     scheduler.start()
     try:
-        while rounds is None or len(done) < rounds:
+        while not stopping.is_set() and (rounds is None or len(done) < rounds):
             if tick is not None:
                 tick()
-            time.sleep(0.5)
+            stopping.wait(0.5)
     except KeyboardInterrupt:
         pass
     finally:
         scheduler.shutdown(wait=False)
         export.close()
+        if in_main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def every_s(settings: Settings) -> float:
