@@ -27,9 +27,9 @@ def evaluate(batch: Batch, new: np.ndarray, current: np.ndarray, *, margin: floa
              seed: int = 0) -> dict[str, Any]:
     """`new` and `current`: each policy's probability of every logged choice. Passes when the new
     policy's estimate is at least the current one's minus `margin`; always deferring's is
-    `untrained`, where the batch has logged defers. A new policy with no probability on any
-    logged choice (a forced tool or an offer that its ranking would not make, everywhere) has no estimate:
-    its figures are None, with a `reason`, and it does not pass."""
+    `untrained` (reported, not required), where the batch has logged defers. A new policy with
+    no probability on any logged choice (a forced tool or an offer that its ranking would not
+    make, everywhere) has no estimate: its figures are None, with a `reason`, and it does not pass."""
     episodes = np.array(batch.episodes)
     unique, index = np.unique(episodes, return_inverse=True)
     picks = np.random.default_rng(seed).integers(0, len(unique), (resamples, len(unique)))
@@ -45,7 +45,9 @@ def evaluate(batch: Batch, new: np.ndarray, current: np.ndarray, *, margin: floa
                 "passed": False, "reason": "no estimate: the new policy takes none of the logged choices held out "
                 "(or none were), so nothing logged says how it would do"}
 
-    def against(reference: np.ndarray) -> dict[str, Any]:
+    def against(reference: np.ndarray) -> tuple[dict[str, Any], float]:
+        """The reference's value and the new policy's difference from it, rounded, with its 95%
+        interval; and the difference unrounded."""
         num, den = per_episode(reference)
         with np.errstate(invalid="ignore", divide="ignore"):  # a resample may hold none of the reference's choices
             diffs = num_new[picks].sum(1) / den_new[picks].sum(1) - num[picks].sum(1) / den[picks].sum(1)
@@ -53,15 +55,15 @@ def evaluate(batch: Batch, new: np.ndarray, current: np.ndarray, *, margin: floa
         low, high = np.nanpercentile(diffs, [2.5, 97.5])
         difference = num_new.sum() / den_new.sum() - value
         return {"value": round(float(value), 4), "difference": round(float(difference), 4),
-                "ci95": [round(float(low), 4), round(float(high), 4)], "passed": bool(difference >= -margin)}
+                "ci95": [round(float(low), 4), round(float(high), 4)]}, float(difference)
 
-    versus_current = against(current)
+    versus_current, difference = against(current)
     deferring = (batch.choices == DEFER).astype(float)
-    versus_untrained = against(deferring) if deferring.any() else None
+    versus_untrained = against(deferring)[0] if deferring.any() else None
     w_new = batch.weights * new / batch.propensities
     return {"method": "snips", "decisions": len(batch), "episodes": len(unique),
             "new": round(float(num_new.sum() / den_new.sum()), 4), "current": versus_current["value"],
             "difference": versus_current["difference"], "ci95": versus_current["ci95"], "margin": margin,
             "untrained": versus_untrained,
             "effective_sample_size": round(float(w_new.sum() ** 2 / (w_new ** 2).sum()), 1),
-            "passed": versus_current["passed"]}
+            "passed": difference >= -margin}
