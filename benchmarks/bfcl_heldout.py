@@ -227,7 +227,7 @@ def main() -> None:
                  args.minibatch)
     RESULTS.mkdir(exist_ok=True)
     tuned = f"-lr{args.encoder_lr:g}" if args.encoder == "minilm-tuned" else ""
-    suffix = ("" if (args.encoder, args.device) == ("static", "cpu")
+    suffix = ((f"-seed{args.seed}" if args.seed else "") if (args.encoder, args.device) == ("static", "cpu")
               else f"-{args.encoder}{tuned}-{args.device}-seed{args.seed}")
     path = RESULTS / f"bfcl_heldout{suffix}-{result['date']}.json"
     path.write_text(json.dumps(result, indent=1))

@@ -7,13 +7,15 @@ and after each chunk the figures of that chunk and the live version are written 
 first chunk runs through a proxy with the planner off: the untrained baseline.
 
     .venv/bin/python benchmarks/learning_curve.py [--scenario customer_support] [--episodes 3000] [--chunk 200]
+        [--seed 0]
 
 With `--env AGENTGYM_PLANNER__ENABLED=false` the whole curve runs with the planner off: the
 untrained model on the same episodes (chunk i draws seed + 1 + i either way), the control to
 compare a trained curve's chunks with.
 
 Writes benchmarks/results/learning_curve-SCENARIO-DATE.json and, with matplotlib, a .png (a run
-with `--env` settings gets them in its name: learning_curve-SCENARIO-DATE-planner.enabled=false.json).
+with another seed or `--env` settings gets them in its name:
+learning_curve-SCENARIO-DATE-seed1-planner.enabled=false.json).
 """
 
 from __future__ import annotations
@@ -112,9 +114,11 @@ def main() -> None:
     args = parser.parse_args()
     result = curve(args.scenario, args.episodes, args.chunk, args.seed, dict(e.split("=", 1) for e in args.env))
     RESULTS.mkdir(exist_ok=True)
-    # a run with settings of its own (the control: planner.enabled=false) is named for them, beside the default run
+    # a run with settings of its own (the control: planner.enabled=false) or another seed is named for them,
+    # beside the default run
     settings = "".join(f"-{k.removeprefix('AGENTGYM_').lower().replace('__', '.')}={v}" for k, v in result["env"].items())
-    stem = f"learning_curve-{args.scenario}-{result['date']}{settings}"
+    seed = f"-seed{args.seed}" if args.seed else ""
+    stem = f"learning_curve-{args.scenario}-{result['date']}{seed}{settings}"
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "curve"}, indent=1, default=str))
     if plot(result, RESULTS / f"{stem}.png"):
