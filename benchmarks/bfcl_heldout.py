@@ -227,8 +227,10 @@ def main() -> None:
                  args.minibatch)
     RESULTS.mkdir(exist_ok=True)
     tuned = f"-lr{args.encoder_lr:g}" if args.encoder == "minilm-tuned" else ""
-    suffix = ((f"-seed{args.seed}" if args.seed else "") if (args.encoder, args.device) == ("static", "cpu")
-              else f"-{args.encoder}{tuned}-{args.device}-seed{args.seed}")
+    if (args.encoder, args.device) == ("static", "cpu"):  # the default run; another seed is named for it
+        suffix = f"-seed{args.seed}" if args.seed else ""
+    else:
+        suffix = f"-{args.encoder}{tuned}-{args.device}-seed{args.seed}"
     path = RESULTS / f"bfcl_heldout{suffix}-{result['date']}.json"
     path.write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "curve"}, indent=1))
