@@ -85,7 +85,7 @@ def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Enc
                                 training=stats, gate=gate, engine=stats["engine"])
     result = {"status": "registered", "version": version.version, "parent": live, "training": stats, "gate": gate,
               "promoted": False}
-    estimate = gate.get("reason") or f"estimate {gate['difference']:+.4f} against current" + (
+    estimate = gate.get("reason") or f"estimate {gate['difference']:+.4f} (95% {gate['ci95']}) against current" + (
         f", {gate['untrained']['difference']:+.4f} against no planner" if gate["untrained"] else "")
     if not gate["passed"]:
         registry.refuse(version.version, by=by, reason=f"gate: {estimate}")
