@@ -131,7 +131,8 @@ class TrainerConfig(Section):
     seed: int = 0
     steps: int = Field(60, ge=1, description="optimiser steps per round")
     learning_rate: float = Field(0.05, gt=0)
-    clip: float = Field(0.2, gt=0, description="PPO/GRPO ratio clip")
+    clip: float = Field(0.5, gt=0, description="PPO/GRPO ratio clip: how far one round may move the probability "
+                        "of a logged choice (a factor 1 - clip to 1 + clip)")
     kl: float = Field(0.02, ge=0, description="weight of the KL term to the version that served the batch")
     weight_decay: float = Field(2.0, ge=0, description="decoupled weight decay (AdamW) of the learned terms "
                                 "toward the text-similarity prior: less memorising of the requests trained on")

@@ -35,10 +35,21 @@ def test_advantages_are_relative_to_the_group_of_the_same_request():
     reward = np.array([1.0, 0.0, 0.5, 0.5, 0.2])
     weight = np.array([1.0, 1.0, 0.5, 0.5, 1.0])
     adv = advantages(reward, weight, groups, episodes)
-    assert adv[0] == pytest.approx(1.0, abs=1e-4) and adv[1] == pytest.approx(-1.0, abs=1e-4)  # (1 - .5) / .5
     batch_mean, batch_std = np.mean([1.0, 0.0, 0.5, 0.2]), np.std([1.0, 0.0, 0.5, 0.2])
+    assert adv[0] == pytest.approx(0.5 / batch_std, abs=1e-4) and adv[1] == pytest.approx(-0.5 / batch_std, abs=1e-4)
     assert adv[2] == pytest.approx((0.5 - batch_mean) / batch_std, abs=1e-4)  # a group of one: the whole batch
     assert adv[4] == pytest.approx((0.2 - batch_mean) / batch_std, abs=1e-4)
+
+
+def test_a_group_that_differs_by_a_few_tokens_gets_advantages_as_small():
+    """Scaled by the batch's spread, not the group's own: two successful episodes 100 prompt
+    tokens apart (0.001 of reward) must not outweigh a success against a failure."""
+    episodes = ["a1", "a2", "b1", "b2"]
+    groups = np.array([0, 0, 1, 1])
+    reward = np.array([0.999, 0.998, 1.0, 0.0])
+    adv = advantages(reward, np.ones(4), groups, episodes)
+    assert abs(adv[0]) < 0.01 and abs(adv[1]) < 0.01
+    assert adv[2] > 0.9 and adv[3] < -0.9
 
 
 def test_the_policy_samples_force_offer_or_defer_and_records_propensity():

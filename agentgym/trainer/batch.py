@@ -5,8 +5,10 @@ broadcast to every decision of the episode, plus the per-step terms of its own i
 (tool calls that succeeded or failed, prompt tokens). Each decision weighs 1 / (decisions in
 its episode), so every episode counts once however long it ran (Agent Lightning's
 `per_rollout_mean`, AgentFlow's Flow-GRPO). Advantages are group-relative (GRPO): rewards
-centred and scaled within the episodes that started from the same request; a request seen
-in one episode only is compared with the whole batch.
+centred on the episodes that started from the same request (a request seen in one episode
+only: on the whole batch), and scaled by the spread of the whole batch's episode rewards, not
+each group's own (as Dr. GRPO does): a group whose episodes all succeeded differs only by a few
+prompt tokens, and its own spread turned those into the largest advantages of the batch.
 """
 
 from __future__ import annotations
@@ -118,21 +120,19 @@ def rewards(steps: list[Step], rule: RewardRule) -> tuple[np.ndarray, np.ndarray
 
 
 def advantages(rewards_: np.ndarray, weights: np.ndarray, groups: np.ndarray, episodes: list[str]) -> np.ndarray:
-    """GRPO: each decision's reward against its group's episodes (mean and spread of the
-    episodes' weighted rewards); a group of one episode against the whole batch."""
+    """GRPO: each decision's reward less the mean of its group's episodes (their weighted
+    rewards; a group of one episode: the whole batch's), over the batch's spread of them."""
     episode_ids = {e: i for i, e in enumerate(dict.fromkeys(episodes))}
     index = np.array([episode_ids[e] for e in episodes])
     episode_reward = np.bincount(index, weights=rewards_ * weights)  # weights sum to 1 per episode
     episode_group = np.zeros(len(episode_ids), np.int64)
     episode_group[index] = groups
     out = np.empty_like(rewards_)
-    overall = (episode_reward.mean(), episode_reward.std() + 1e-6)
     for group in np.unique(groups):
         members = episode_reward[episode_group == group]
-        mean, spread = (members.mean(), members.std() + 1e-6) if len(members) > 1 else overall
         mask = groups == group
-        out[mask] = (rewards_[mask] - mean) / spread
-    return out
+        out[mask] = rewards_[mask] - (members.mean() if len(members) > 1 else episode_reward.mean())
+    return out / (episode_reward.std() + 1e-6)
 
 
 def read_batch(con: duckdb.DuckDBPyConnection, rule: RewardRule, scope: Scope, *,
