@@ -268,6 +268,27 @@ def test_tool_choice_is_obeyed_and_answers_are_deterministic():
     assert first == again
 
 
+def test_after_the_opening_step_the_model_goes_on_with_the_request_whatever_tools_are_offered():
+    """A model that authenticated, as the system prompt says to first, still does what was asked
+    when the next request no longer offers the authentication tools (a planner dropped them)."""
+    scenario = load_scenario("customer_support")
+    by_name = {t["function"]["name"]: t for t in scenario.tools}
+    model = SimulatedModel(scenario.simulator, seed=0)
+
+    def after(first: str, result: dict, offered: list[str]) -> dict:
+        messages = [{"role": "system", "content": scenario.system_prompt}, {"role": "user", "content": TASK.user},
+                    {"role": "assistant", "content": None, "tool_calls": [
+                        {"id": "call_1", "type": "function", "function": {"name": first, "arguments": "{}"}}]},
+                    {"role": "tool", "tool_call_id": "call_1", "content": orjson.dumps(result).decode()}]
+        return _first_call(model, [by_name[n] for n in offered], messages)
+
+    for offered in (["cancel_pending_order"], ["cancel_pending_order", "find_user_id_by_name_zip"]):
+        message = after("find_user_id_by_name_zip", {"user_id": "omar_anderson_3203"}, offered)
+        assert message["tool_calls"][0]["function"]["name"] == "cancel_pending_order", offered
+    # a success that was not the opening step is the request done: the model answers
+    assert "tool_calls" not in after("get_order_details", {"order_id": "#W6067464"}, ["cancel_pending_order"])
+
+
 @pytest.mark.parametrize("name", ["code_review", "customer_support"])
 def test_more_offered_tools_mean_more_wrong_choices(name):
     """Tool-selection accuracy falls as the offered list grows (RAG-MCP, MetaTool), as documented."""
