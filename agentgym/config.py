@@ -134,8 +134,11 @@ class TrainerConfig(Section):
     clip: float = Field(0.5, gt=0, description="PPO/GRPO ratio clip: how far one round may move the probability "
                         "of a logged choice (a factor 1 - clip to 1 + clip)")
     kl: float = Field(0.02, ge=0, description="weight of the KL term to the version that served the batch")
-    weight_decay: float = Field(2.0, ge=0, description="decoupled weight decay (AdamW) of the learned terms "
-                                "toward the text-similarity prior: less memorising of the requests trained on")
+    weight_decay: float = Field(2.0, ge=0, description="decoupled weight decay (AdamW) of the shared learned terms "
+                                "(which kinds of request go with which kinds of tool) toward the text-similarity "
+                                "prior: less memorising of the requests trained on")
+    tool_weight_decay: float = Field(0.3, ge=0, description="the same for each tool's own terms (this deployment's "
+                                     "facts about it): looser, so near-duplicate tools are told apart")
     outcome_weight: float = Field(1.0, ge=0, description="weight of the tool scores' lesson from each call's "
                                   "outcome (the model's own choices included)")
     outcome_decisions: int = Field(20_000, ge=0, description="the tool scores also learn from the calls after up to "

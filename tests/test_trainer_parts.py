@@ -153,7 +153,9 @@ def test_registry_refuses_a_corrupt_artifact_and_rolls_back(tmp_path):
 
 
 def test_weight_decay_keeps_the_learned_terms_near_the_text_prior_and_leaves_its_scale():
-    """Decay pulls what the update learns toward zero (text similarity alone); alpha and the action scores are not decayed."""
+    """Decay pulls what the update learns toward zero (text similarity alone), the shared terms
+    (`weight_decay`) and each tool's own (`tool_weight_decay`) each by its own setting; alpha and
+    the action scores are not decayed."""
     from agentgym.config import TrainerConfig
     from agentgym.trainer.encoder import shared_encoder
     from agentgym.trainer.engine import TorchEngine
@@ -169,12 +171,16 @@ def test_weight_decay_keeps_the_learned_terms_near_the_text_prior_and_leaves_its
                   np.arange(n) % 2, specs, np.array([i % 4 // 2 for i in range(n)]), worked)
     start = PolicyWeights.zero_shot(encoder.dimensions, seed=0)
     learned = {}
-    for decay in (0.0, 2.0):
-        new, _ = TorchEngine().update(batch, start, encoder, TrainerConfig(weight_decay=decay, device="cpu"), 0.05)
-        learned[decay] = new
-    size = lambda w: float(np.abs(w.U).sum() + np.abs(w.b).sum() + np.abs(w.P).sum() + np.abs(w.Q).sum())  # noqa: E731
-    assert size(learned[2.0]) < 0.5 * size(learned[0.0])
-    assert abs(float(learned[2.0].alpha[0]) - float(learned[0.0].alpha[0])) < 1.0  # the prior's scale is not decayed
+    for shared, own in ((0.0, 0.0), (2.0, 2.0), (2.0, 0.0)):
+        config = TrainerConfig(weight_decay=shared, tool_weight_decay=own, device="cpu")
+        learned[shared, own], _ = TorchEngine().update(batch, start, encoder, config, 0.05)
+    tools_own = lambda w: float(np.abs(w.U).sum() + np.abs(w.b).sum())  # noqa: E731
+    shared_terms = lambda w: float(np.abs(w.P).sum() + np.abs(w.Q).sum())  # noqa: E731
+    assert tools_own(learned[2.0, 2.0]) < 0.5 * tools_own(learned[0.0, 0.0])
+    assert shared_terms(learned[2.0, 2.0]) < 0.5 * shared_terms(learned[0.0, 0.0])
+    assert tools_own(learned[2.0, 0.0]) > 2 * tools_own(learned[2.0, 2.0])  # each setting decays its own terms
+    assert shared_terms(learned[2.0, 0.0]) < 0.5 * shared_terms(learned[0.0, 0.0])
+    assert abs(float(learned[2.0, 2.0].alpha[0]) - float(learned[0.0, 0.0].alpha[0])) < 1.0  # its scale is not decayed
 
 
 def _refund_or_cancel():

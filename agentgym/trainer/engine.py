@@ -179,8 +179,9 @@ class TorchEngine:
         chunks = everything.split(self.minibatch) if tune else [everything]
         with torch.no_grad():
             before = torch.cat([forward(params, rows)[1] for rows in chunks])
-        learned = [params[k] for k in ("P", "Q", "U", "b")]  # the prior's scale and the action scores stay
-        groups = [{"params": learned, "weight_decay": config.weight_decay},
+        # the shared terms and each tool's own decay toward the prior; its scale and the action scores stay
+        groups = [{"params": [params["P"], params["Q"]], "weight_decay": config.weight_decay},
+                  {"params": [params["U"], params["b"]], "weight_decay": config.tool_weight_decay},
                   {"params": [params[k] for k in ("alpha", *PolicyWeights.ACTION_NAMES)], "weight_decay": 0.0}]
         if tune:
             groups.append({"params": list(encoder.model.parameters()), "lr": self.encoder_learning_rate,
