@@ -18,12 +18,7 @@ picked was right. That term also reads the latest decisions of earlier versions
 (`trainer.outcome_decisions`; `Batch.on_policy` marks the serving version's, which alone feed
 the ratio, the KL term and the advantages): which tool works for which request does not depend
 on the policy that asked, and a round that learnt it from one version's batch alone forgot
-what the batches before had taught. The term is taken twice: on the whole score, and on its
-shared part alone (text similarity and the low-rank term), so the shared terms learn all of
-the lesson they can and each tool's own terms (`U`, `b`) only what is particular to that tool.
-Without the second, the tools' own terms learnt the lesson first and the shared terms, which
-carry it to requests and tools not seen in training, learnt less (BFCL's held-out items).
-Seeded, deterministic.
+what the batches before had taught. Seeded, deterministic.
 
 On a GPU the engine can also fine-tune the encoder (`TorchEngine(encoder_learning_rate=...)`
 with a `TransformerEncoder`): the same loss, with the context and tool vectors computed through
@@ -132,21 +127,20 @@ class TorchEngine:
         vectors = (TunedVectors(encoder, batch, candidates, buckets) if tune
                    else FixedVectors(as_tensor(arrays.contexts), as_tensor(arrays.tools), candidates, buckets))
 
-        def forward(p: dict[str, torch.Tensor], rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            """The tool scores of `rows` (r, m; -inf where padded), their actions' probabilities
-            (r, 3: force, offer, defer) and the scores' shared part, computed once a step for these,
-            the chosen probability and the outcome term. The ranking's confidence enters the action
-            scores as a given: the tool scores learn only from the outcome term."""
+        def forward(p: dict[str, torch.Tensor], rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """The tool scores of `rows` (r, m; -inf where padded) and their actions' probabilities
+            (r, 3: force, offer, defer), the scores computed once a step for these, the chosen
+            probability and the outcome term. The ranking's confidence enters the action scores as
+            a given: the tool scores learn only from the outcome term."""
             contexts, tools, tool_buckets, index = vectors(rows)
-            shared = p["alpha"][0] * (contexts @ tools.T) + (contexts @ p["P"]) @ (tools @ p["Q"]).T
-            own = contexts @ p["U"][tool_buckets].T + p["b"][tool_buckets]
-            scores = torch.gather(shared + own, 1, index).masked_fill(~mask[rows], float("-inf"))
-            shared_scores = torch.gather(shared, 1, index).masked_fill(~mask[rows], float("-inf"))
+            per_tool = (contexts @ p["P"]) @ (tools @ p["Q"]).T + contexts @ p["U"][tool_buckets].T + p["b"][tool_buckets]
+            scores = torch.gather(p["alpha"][0] * (contexts @ tools.T) + per_tool, 1, index)
+            scores = scores.masked_fill(~mask[rows], float("-inf"))
             confidence = torch.softmax(scores, dim=1).amax(dim=1).detach()
             actions = torch.stack([p["b_force"][0] + p["c_force"][0] * confidence,
                                    p["b_offer"][0] + p["c_offer"][0] * confidence,
                                    p["b_defer"].expand_as(confidence)], dim=1)
-            return scores, (1 - epsilon) * torch.softmax(actions, dim=1) + epsilon / 3, shared_scores
+            return scores, (1 - epsilon) * torch.softmax(actions, dim=1) + epsilon / 3
 
         def chosen_probability(probs: torch.Tensor, scores: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
             """Each logged choice's probability: its action's; 0 for a forced tool no longer on top,
@@ -173,13 +167,13 @@ class TorchEngine:
             return (then * (torch.log(then.clamp_min(1e-12)) - torch.log(now.clamp_min(1e-12)))).sum(dim=1)
 
         def loss(p: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
-            scores, now, shared_scores = forward(p, rows)
+            scores, now = forward(p, rows)
             w = weight[rows] / weight[rows].sum().clamp_min(1e-12)  # a minibatch may hold none of the serving's
             ratio = chosen_probability(now, scores, rows) / propensity[rows]
             surrogate = torch.minimum(ratio * advantage[rows],
                                       ratio.clamp(1 - config.clip, 1 + config.clip) * advantage[rows])
             return (-(w * surrogate).sum() + config.kl * (w * kl_from_before(now, rows)).sum()
-                    + config.outcome_weight * (outcome_loss(scores, rows) + outcome_loss(shared_scores, rows)))
+                    + config.outcome_weight * outcome_loss(scores, rows))
 
         everything = torch.arange(len(batch), device=device)
         chunks = everything.split(self.minibatch) if tune else [everything]
