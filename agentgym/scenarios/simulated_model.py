@@ -257,7 +257,7 @@ class SimulatedModel:
             return self._calls([tool], turn, rng, {missing}), "tool_calls"
         index = ToolIndex(tools)
         opening = _opening_tools(index, turn.opening_rule) if turn.opening_rule else set()
-        if choice != "required" and self._done(outcomes, opened=_only_opening_done(turn, index)):
+        if choice != "required" and self._done(outcomes, opened=_only_opening_done(turn, index, opening)):
             return self._say(turn), "stop"
         # a model does not repeat a call it just made, nor one that said the request is not for it
         tried = {name for name, _, _ in outcomes} | turn.refused
@@ -341,16 +341,17 @@ def _opening_tools(index: ToolIndex, rule: str) -> set[str]:
     return {t["name"] for t, score in zip(index.tools, scores, strict=True) if best > 0 and score >= 0.5 * best}
 
 
-def _only_opening_done(turn: Turn, offered: ToolIndex) -> bool:
+def _only_opening_done(turn: Turn, offered: ToolIndex, opening: set[str]) -> bool:
     """True when the only thing done so far is the policy's opening step: the real request is still
-    to do. Judged among the tools offered now and the one called (by its name, as the conversation
-    shows it): a model that authenticated knows it did, whatever tools the next request offers."""
+    to do. Judged among the tools offered now (`opening`: those the rule points at among them) and
+    the one called (by its name, as the conversation shows it): a model that authenticated knows
+    it did, whatever tools the next request offers."""
     if not turn.opening_rule or len(turn.successes_in_conversation) != 1:
         return False
     done = turn.successes_in_conversation[0]
-    if not any(t["name"] == done for t in offered.tools):
-        offered = ToolIndex([*offered.tools, {"name": done}])
-    return done in _opening_tools(offered, turn.opening_rule)
+    if any(t["name"] == done for t in offered.tools):
+        return done in opening
+    return done in _opening_tools(ToolIndex([*offered.tools, {"name": done}]), turn.opening_rule)
 
 
 def _next_in_plan(outcomes: list[tuple[str, bool, str]], tools: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
