@@ -200,6 +200,7 @@ class TorchEngine:
             torch.cuda.synchronize(device)
         step_s = time.perf_counter() - stepping
         encoded = getattr(vectors, "encoded", 0) - encoded_before
+        refit = fit_tool_terms(params, vectors, torch.nonzero(labelled).squeeze(1), mask, called, called_ok, config)
         new = PolicyWeights(**{k: v.detach().cpu().numpy().astype(np.float32) for k, v in params.items()})
         with torch.no_grad():
             final_kl = float(sum((weight[rows] * kl_from_before(forward(params, rows)[1], rows)).sum()
@@ -210,12 +211,56 @@ class TorchEngine:
                      "episodes": len({e for e, on in zip(batch.episodes, serving, strict=True) if on}),
                      "earlier_decisions": int((~serving).sum()),  # read by the outcome term only
                      "outcome_decisions": int(((batch.called >= 0) & (batch.called_ok >= 0)).sum()),
-                     "steps": config.steps,
+                     "steps": config.steps, **refit,
                      "seed": config.seed, "loss": float(step_loss.detach()), "kl": final_kl,
                      "mean_reward": float(np.average(batch.rewards[serving], weights=batch.weights[serving])),
                      "decisions_per_s": round(config.steps * per_step / step_s, 1),
                      **({"encoded_texts_per_s": round(encoded / step_s, 1)} if tune else {}),
                      "seconds": round(time.perf_counter() - started, 3)}
+
+
+def fit_tool_terms(params: dict[str, Any], vectors: Any, rows: Any, mask: Any, called: Any, called_ok: Any,
+                   config: TrainerConfig) -> dict[str, Any]:
+    """Each tool's own terms (U, b) of the tools in the batch, refitted in place to convergence
+    on the outcome term alone, the shared terms held where the steps left them: L-BFGS with a
+    weak L2 (`trainer.tool_fit_l2`) from the steps' values. The steps' few decayed AdamW moves
+    left near-duplicate tools' terms far short of what their calls show (offline, on a
+    customer_support store, the right tool first on 78% of held-out calls after authentication
+    against 96% fitted to convergence); the ratio's clip does not bound this term, the gate does."""
+    import torch
+
+    if config.tool_fit_iterations == 0 or len(rows) == 0:
+        return {}
+    started = time.perf_counter()
+    with torch.no_grad():
+        contexts, tools, tool_buckets, index = vectors(rows)
+        p = {k: v.detach() for k, v in params.items()}
+        shared = p["alpha"][0] * (contexts @ tools.T) + (contexts @ p["P"]) @ (tools @ p["Q"]).T
+    touched, column = torch.unique(tool_buckets, return_inverse=True)  # only the batch's tools' rows move
+    own_u = p["U"][touched].clone().requires_grad_(True)
+    own_b = p["b"][touched].clone().requires_grad_(True)
+    padded, label, worked = ~mask[rows], called[rows], called_ok[rows].float()
+    picked = torch.arange(len(rows), device=contexts.device)
+    optimizer = torch.optim.LBFGS([own_u, own_b], max_iter=config.tool_fit_iterations, line_search_fn="strong_wolfe")
+
+    def objective() -> torch.Tensor:
+        scores = torch.gather(shared + contexts @ own_u[column].T + own_b[column], 1, index).masked_fill(padded, float("-inf"))
+        chosen = torch.log_softmax(scores, dim=1)[picked, label]
+        fit = -(worked * chosen + (1 - worked) * torch.log1p(-chosen.exp().clamp(max=1 - 1e-6))).mean()
+        return fit + config.tool_fit_l2 / 2 * (own_u.square().sum() + own_b.square().sum())
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        value = objective()
+        value.backward()
+        return value
+
+    start = float(optimizer.step(closure))
+    with torch.no_grad():
+        final = float(objective())
+        params["U"][touched] = own_u
+        params["b"][touched] = own_b
+    return {"tool_fit_loss": [round(start, 4), round(final, 4)], "tool_fit_s": round(time.perf_counter() - started, 3)}
 
 
 class FixedVectors:
