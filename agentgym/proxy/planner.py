@@ -40,7 +40,6 @@ from agentgym.config import PlannerConfig
 from agentgym.proxy.episodes import new_id
 from agentgym.proxy.outcomes import message_text
 from agentgym.proxy.usage import InferenceRecord
-from agentgym.store.recorder import Recorder
 from agentgym.trainer.encoder import Encoder, shared_encoder
 from agentgym.trainer.policy import Choice, PolicyWeights, bucket, decide
 from agentgym.trainer.registry import CorruptPolicy, LlmSpec, Registry, Version
@@ -48,6 +47,7 @@ from agentgym.trainer.registry import CorruptPolicy, LlmSpec, Registry, Version
 if TYPE_CHECKING:
     from agentgym.proxy.llm_planner import LlmPlanner
     from agentgym.proxy.upstream_planner import Route
+    from agentgym.store.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,27 @@ AWAITING = 10_000  # upstream mode: requests whose answer is still to be recorde
 Served = tuple[Version, PolicyWeights | LlmSpec]
 
 
+def latest_user_turn(messages: list[dict[str, Any]]) -> int:
+    """The index of the latest user message; -1 if none."""
+    return max((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"), default=-1)
+
+
 def context_text(messages: list[dict[str, Any]]) -> str:
     """What the policy reads: the latest user turn, then what tools returned since (errors included)."""
-    last_user = max((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"), default=-1)
+    last_user = latest_user_turn(messages)
     user = message_text(messages[last_user].get("content")) if last_user >= 0 else ""
     results = [message_text(m.get("content"))[:300] for m in messages[last_user + 1 :]
                if isinstance(m, dict) and m.get("role") == "tool"]
     return "\n".join([user[-CONTEXT_CHARS:], *results[-3:]])
+
+
+def tools_ran_this_turn(messages: list[dict[str, Any]]) -> bool:
+    """Whether a tool has returned since the latest user turn. "force" names the tool only for a
+    turn's first call: later in the turn its tool is offered alone and the model may answer
+    instead, as the OpenAI Agents SDK resets `tool_choice` after a call (`reset_tool_choice`).
+    Forced at every request, a model that had done what was asked called the same tool again
+    until the episode ran out of turns (BENCHMARKS.md, "Force, once a turn")."""
+    return any(isinstance(m, dict) and m.get("role") == "tool" for m in messages[latest_user_turn(messages) + 1 :])
 
 
 def tool_text(function: dict[str, Any]) -> str:
@@ -285,7 +299,7 @@ class Planner:
         if choice.action == "defer":
             return None
         changed = {**payload, "tools": [tools[i] for i in choice.offered]}
-        if choice.action == "force":
+        if choice.action == "force" and not tools_ran_this_turn(messages):
             changed["tool_choice"] = {"type": "function", "function": {"name": names[choice.tool]}}
         return changed
 

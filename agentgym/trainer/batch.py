@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import duckdb
 import numpy as np
 import orjson
 
 from agentgym.config import RewardRule
 from agentgym.store.queries import Scope, with_base
+
+if TYPE_CHECKING:  # a type only: the engine and the benchmarks run without the database driver
+    import duckdb
 
 DECISIONS_SQL = """
 WITH steps AS (

@@ -18,15 +18,17 @@ from __future__ import annotations
 import logging
 import math
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-import duckdb
 import numpy as np
 
 from agentgym.config import RolloutConfig
 from agentgym.store.queries import Scope, with_base
 from agentgym.trainer.analysis import Comparison, compare, latency_shares, mean, ratio
 from agentgym.trainer.registry import Registry
+
+if TYPE_CHECKING:  # a type only: the engine and the benchmarks run without the database driver
+    import duckdb
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,8 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import numpy as np
 
 from agentgym.config import PlannerConfig, RewardModelConfig, RolloutConfig, TrainerConfig
@@ -31,6 +30,9 @@ from agentgym.trainer.policy import PolicyWeights
 from agentgym.trainer.registry import Registry
 from agentgym.trainer.rollout import check as rollout_check
 from agentgym.trainer.shadow import look as shadow_look
+
+if TYPE_CHECKING:  # a type only: the engine and the benchmarks run without the database driver
+    import duckdb
 
 log = logging.getLogger(__name__)
 

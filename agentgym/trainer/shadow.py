@@ -22,9 +22,8 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 
 from agentgym.config import PlannerConfig, RewardModelConfig, RolloutConfig, TrainerConfig
 from agentgym.store.queries import Scope
@@ -33,6 +32,9 @@ from agentgym.trainer.encoder import Encoder
 from agentgym.trainer.engine import chosen_probabilities, usable
 from agentgym.trainer.gate import evaluate
 from agentgym.trainer.registry import LLM_ENGINE, Registry
+
+if TYPE_CHECKING:  # a type only: the engine and the benchmarks run without the database driver
+    import duckdb
 
 log = logging.getLogger(__name__)
 
