@@ -115,12 +115,19 @@ def test_a_policy_promoted_live_reaches_the_sdk_and_its_decision_is_recorded(tin
     wait_for_planner(proxy.url, live=version)
     with episode(base_url=f"{proxy.url}/v1", feedback=False) as steered:
         assert called() == ["send_invoice"] and streamed() == ["send_invoice"]
+        # once a tool has returned in this turn, "force" offers its tool alone and lets the model answer
+        completion = client.chat.completions.create(model=MODEL, messages=messages, tools=scenario.tools, seed=0)
+        messages += [completion.choices[0].message.model_dump(exclude_none=True),
+                     {"role": "tool", "tool_call_id": completion.choices[0].message.tool_calls[0].id,
+                      "content": '{"status": "sent"}'}]
+        after = client.chat.completions.create(model=MODEL, messages=messages, tools=scenario.tools, seed=0)
+        assert after.choices[0].message.tool_calls is None and after.choices[0].message.content
 
     con = stopped_store(proxy)
     assert recorded_episode(con, before.id).decisions == []
     forced = (version, "live", "force", "send_invoice", ["send_invoice"])
-    assert recorded_episode(con, steered.id).decisions == [forced, forced]
-    assert [name for name, _, _ in recorded_episode(con, steered.id).calls] == ["send_invoice"] * 2
+    assert recorded_episode(con, steered.id).decisions == [forced] * 4
+    assert [name for name, _, _ in recorded_episode(con, steered.id).calls] == ["send_invoice"] * 3
 
 
 def test_an_agent_with_no_agentgym_in_it_is_linked_into_episodes_with_its_tool_outcomes(proxy):

@@ -280,14 +280,14 @@ def fit_tool_terms(params: dict[str, Any], vectors: Any, rows: Any, mask: Any, c
     if len(config.tool_fit_l2) > 1 and held.any() and (~held).any():
         for l2 in config.tool_fit_l2:
             u, b, _ = fitted(~held, l2)
-            held_out_loss[l2] = float(outcome(u, b, held))
+            held_out_loss[l2] = round(float(outcome(u, b, held)), 4)
     l2 = min(held_out_loss, key=held_out_loss.get) if held_out_loss else config.tool_fit_l2[0]
     u, b, final = fitted(everything, l2)
     with torch.no_grad():
         params["U"][touched] = u
         params["b"][touched] = b
-    return {"tool_fit": {"l2": l2, "held_out_loss": held_out_loss, "loss": round(final, 4),
-                         "seconds": round(time.perf_counter() - started, 3)}}
+    return {"tool_fit": {"l2": l2, "held_out_loss": [[k, v] for k, v in held_out_loss.items()],
+                         "loss": round(final, 4), "seconds": round(time.perf_counter() - started, 3)}}
 
 
 class FixedVectors:
