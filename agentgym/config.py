@@ -141,13 +141,6 @@ class TrainerConfig(Section):
                                      "facts about it): looser, so near-duplicate tools are told apart")
     outcome_weight: float = Field(1.0, ge=0, description="weight of the tool scores' lesson from each call's "
                                   "outcome (the model's own choices included)")
-    tool_fit_iterations: int = Field(300, ge=0, description="after the steps, each tool's own terms are fitted to "
-                                     "convergence on the calls' outcomes (L-BFGS, at most this many iterations; 0: "
-                                     "the steps alone)")
-    tool_fit_l2: list[NonNegativeFloat] = Field(
-        [1e-2, 1e-3, 1e-4, 1e-5], min_length=1, description="L2 penalties for that fit: how far a tool's own terms "
-        "may go on few calls; with several, the one whose fit predicts best the calls of a fifth of the requests "
-        "held out of it")
     outcome_decisions: int = Field(20_000, ge=0, description="the tool scores also learn from the calls after up to "
                                    "this many recent decisions of earlier versions: which tool works for which "
                                    "request is the deployment's fact, not the policy's, so it needs no correction")

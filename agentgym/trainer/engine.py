@@ -200,8 +200,6 @@ class TorchEngine:
             torch.cuda.synchronize(device)
         step_s = time.perf_counter() - stepping
         encoded = getattr(vectors, "encoded", 0) - encoded_before
-        refit = fit_tool_terms(params, vectors, torch.nonzero(labelled).squeeze(1), mask, called, called_ok,
-                               as_tensor(batch.groups), config)
         new = PolicyWeights(**{k: v.detach().cpu().numpy().astype(np.float32) for k, v in params.items()})
         with torch.no_grad():
             final_kl = float(sum((weight[rows] * kl_from_before(forward(params, rows)[1], rows)).sum()
@@ -212,82 +210,12 @@ class TorchEngine:
                      "episodes": len({e for e, on in zip(batch.episodes, serving, strict=True) if on}),
                      "earlier_decisions": int((~serving).sum()),  # read by the outcome term only
                      "outcome_decisions": int(((batch.called >= 0) & (batch.called_ok >= 0)).sum()),
-                     "steps": config.steps, **refit,
+                     "steps": config.steps,
                      "seed": config.seed, "loss": float(step_loss.detach()), "kl": final_kl,
                      "mean_reward": float(np.average(batch.rewards[serving], weights=batch.weights[serving])),
                      "decisions_per_s": round(config.steps * per_step / step_s, 1),
                      **({"encoded_texts_per_s": round(encoded / step_s, 1)} if tune else {}),
                      "seconds": round(time.perf_counter() - started, 3)}
-
-
-def fit_tool_terms(params: dict[str, Any], vectors: Any, rows: Any, mask: Any, called: Any, called_ok: Any,
-                   groups: Any, config: TrainerConfig) -> dict[str, Any]:
-    """Each tool's own terms (U, b) of the batch's tools, refitted in place to convergence on the
-    outcome term alone (L-BFGS from the steps' values), the shared terms held where the steps left
-    them. The steps' few decayed AdamW moves left near-duplicate tools' terms far short of what
-    their calls show (offline, on a customer_support store: the right tool first on 78% of
-    held-out calls after authentication, 96% fitted to convergence). Fitted too loosely the scores
-    grow sure of everything, and the actions, which read that sureness, force a tool at every
-    turn; so the L2 penalty is the one of `trainer.tool_fit_l2` whose fit predicts best the calls
-    of a fifth of the requests (their GRPO groups) held out of it."""
-    import torch
-
-    if config.tool_fit_iterations == 0 or len(rows) == 0:
-        return {}
-    started = time.perf_counter()
-    with torch.no_grad():
-        contexts, tools, tool_buckets, index = vectors(rows)
-        p = {k: v.detach() for k, v in params.items()}
-        # a request recurs (a GRPO group, earlier rounds): each distinct context's scores once
-        contexts, context_of = torch.unique(contexts, dim=0, return_inverse=True)
-        shared_all = p["alpha"][0] * (contexts @ tools.T) + (contexts @ p["P"]) @ (tools @ p["Q"]).T
-        shared = shared_all.reshape(-1)[context_of[:, None] * len(tools) + index]  # (n, m)
-    real = mask[rows]
-    touched, column = torch.unique(tool_buckets[index].masked_fill(~real, -1), return_inverse=True)
-    column = (column - int(touched[0] < 0)).clamp_min(0)  # padding (-1, sorted first): any column, masked below
-    touched = touched[touched >= 0]
-    flat = context_of[:, None] * len(touched) + column  # each candidate's place in (distinct contexts x touched)
-    label, worked = called[rows], called_ok[rows].float()
-
-    def fitted(keep: Any, l2: float) -> tuple[Any, Any, float]:
-        """(U rows, b rows) fitted on the decisions `keep`, and the loss they end at."""
-        u = p["U"][touched].clone().requires_grad_(True)
-        b = p["b"][touched].clone().requires_grad_(True)
-        optimizer = torch.optim.LBFGS([u, b], max_iter=config.tool_fit_iterations, line_search_fn="strong_wolfe")
-
-        def closure() -> Any:
-            optimizer.zero_grad()
-            value = outcome(u, b, keep) + l2 / 2 * (u.square().sum() + b.square().sum())
-            value.backward()
-            return value
-
-        optimizer.step(closure)
-        return u.detach(), b.detach(), float(outcome(u, b, keep).detach())
-
-    def outcome(u: Any, b: Any, keep: Any) -> Any:
-        """The outcome term's loss on the decisions `keep` (the engine's `outcome_loss`)."""
-        scores = shared[keep] + (contexts @ u.T).reshape(-1)[flat[keep]] + b[column[keep]]
-        chosen = torch.log_softmax(scores.masked_fill(~real[keep], float("-inf")), dim=1)[
-            torch.arange(int(keep.sum()), device=scores.device), label[keep]]
-        return -(worked[keep] * chosen + (1 - worked[keep]) * torch.log1p(-chosen.exp().clamp(max=1 - 1e-6))).mean()
-
-    everything = torch.ones(len(rows), dtype=torch.bool, device=contexts.device)
-    held_out_loss = {}
-    distinct = torch.unique(groups[rows])
-    shuffled = distinct[torch.randperm(len(distinct), generator=torch.Generator().manual_seed(config.seed))
-                        .to(distinct.device)]
-    held = torch.isin(groups[rows], shuffled[: len(shuffled) // 5])
-    if len(config.tool_fit_l2) > 1 and held.any() and (~held).any():
-        for l2 in config.tool_fit_l2:
-            u, b, _ = fitted(~held, l2)
-            held_out_loss[l2] = round(float(outcome(u, b, held)), 4)
-    l2 = min(held_out_loss, key=held_out_loss.get) if held_out_loss else config.tool_fit_l2[0]
-    u, b, final = fitted(everything, l2)
-    with torch.no_grad():
-        params["U"][touched] = u
-        params["b"][touched] = b
-    return {"tool_fit": {"l2": l2, "held_out_loss": [[k, v] for k, v in held_out_loss.items()],
-                         "loss": round(final, 4), "seconds": round(time.perf_counter() - started, 3)}}
 
 
 class FixedVectors:
