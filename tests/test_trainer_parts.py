@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -269,6 +272,15 @@ def test_fine_tuning_the_encoder_moves_it_toward_the_tool_that_worked():
     assert cancel_margin(new) > untuned + 5.0, (untuned, cancel_margin(new))  # the encoder alone learned it
     with pytest.raises(ValueError, match="trainable"):
         TorchEngine(encoder_learning_rate=1e-4).update(batch, start, shared_encoder(), config, 0.05)
+
+
+def test_the_engine_and_the_gpu_benchmarks_import_without_duckdb():
+    """The GPU machine has torch but no duckdb: the trainer and the proxy's planner name it for types only."""
+    code = ("import sys; sys.modules['duckdb'] = None; sys.path.insert(0, 'benchmarks')\n"
+            "import agentgym.trainer.rounds, agentgym.trainer.transformer_encoder, bfcl_heldout, planner_speed")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def _registry_with_three(tmp_path) -> tuple[Registry, str, str, str]:
