@@ -77,7 +77,7 @@ def tools_ran_this_turn(messages: list[dict[str, Any]]) -> bool:
     turn's first call: later in the turn its tool is offered alone and the model may answer
     instead, as the OpenAI Agents SDK resets `tool_choice` after a call (`reset_tool_choice`).
     Forced at every request, a model that had done what was asked called the same tool again
-    until the episode ran out of turns (BENCHMARKS.md, "Force, once a turn")."""
+    until the episode ran out of turns (BENCHMARKS.md, "Force once a turn")."""
     return any(isinstance(m, dict) and m.get("role") == "tool" for m in messages[latest_user_turn(messages) + 1 :])
 
 
