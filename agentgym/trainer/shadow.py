@@ -24,7 +24,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-
 from agentgym.config import PlannerConfig, RewardModelConfig, RolloutConfig, TrainerConfig
 from agentgym.store.queries import Scope
 from agentgym.trainer.batch import read_batch
