@@ -35,6 +35,7 @@ from agentgym.proxy.llm_planner import (  # noqa: E402
     planner_request,
     read_answer,
 )
+from agentgym.proxy.planner import tools_ran_this_turn  # noqa: E402
 from agentgym.scenarios import local_stack  # noqa: E402
 from agentgym.scenarios.agents import run_episodes  # noqa: E402
 from agentgym.scenarios.scenario import load_scenario  # noqa: E402
@@ -190,7 +191,14 @@ def test_a_live_llm_planner_steers_the_agent_through_agent_lightnings_gateway(st
     requests = sum(r.requests for r in results)
     assert len(rows) == requests == asked  # every request offered tools, each was planned once, by v1
     assert {(version, arm, action) for _, version, arm, action, *_ in rows} == {(v1, "live", "force")}
-    assert all(forced == called for *_, forced, _, called in rows)  # the forced tool is the one the model called
+    # the forced tool is the one the model called; once a tool had returned in the turn, it could answer instead
+    steered = con.execute("""SELECT d.tool, tc.name, i.request FROM decisions d
+                             JOIN inferences i ON i.id = d.inference_id
+                             LEFT JOIN tool_calls tc ON tc.inference_id = d.inference_id AND tc.position = 0
+                             """).fetchall()
+    assert sum(called == forced for forced, called, _ in steered) >= len(results)  # each episode's first request
+    for forced, called, request in steered:
+        assert called == forced or called is None and tools_ran_this_turn(orjson.loads(request)["messages"])
     # Agent Lightning: each episode a rollout, with every planner call and, from its feedback, its reward
     rule_success, rule_failure = 1.0, 0.0
     for episode_id, (success, detail, events) in episodes.items():
