@@ -158,6 +158,17 @@ def test_llm_versions_in_the_registry_are_checksummed_specs(tmp_path):
         "no policy version 'v9'"
 
 
+def _forced_tools_called(con: duckdb.DuckDBPyConnection, arm: str) -> int:
+    """How many of `arm`'s forced tools the model called. It called each, but where a tool had
+    already returned in the turn: there the forced tool is only offered, and it may answer."""
+    rows = con.execute("""SELECT d.tool, tc.name, i.request FROM decisions d JOIN inferences i ON i.id = d.inference_id
+                          LEFT JOIN tool_calls tc ON tc.inference_id = d.inference_id AND tc.position = 0
+                          WHERE d.arm = ? AND d.action = 'force'""", [arm]).fetchall()
+    for forced, called, request in rows:
+        assert called == forced or called is None and tools_ran_this_turn(orjson.loads(request)["messages"]), called
+    return sum(called == forced for forced, called, _ in rows)
+
+
 def test_a_live_llm_planner_steers_the_agent_through_agent_lightnings_gateway(stack, tmp_path, logs):
     stand_in = PlannerStandIn()
     with ThreadServer(stand_in.app()) as planner_server:
@@ -191,14 +202,7 @@ def test_a_live_llm_planner_steers_the_agent_through_agent_lightnings_gateway(st
     requests = sum(r.requests for r in results)
     assert len(rows) == requests == asked  # every request offered tools, each was planned once, by v1
     assert {(version, arm, action) for _, version, arm, action, *_ in rows} == {(v1, "live", "force")}
-    # the forced tool is the one the model called; once a tool had returned in the turn, it could answer instead
-    steered = con.execute("""SELECT d.tool, tc.name, i.request FROM decisions d
-                             JOIN inferences i ON i.id = d.inference_id
-                             LEFT JOIN tool_calls tc ON tc.inference_id = d.inference_id AND tc.position = 0
-                             """).fetchall()
-    assert sum(called == forced for forced, called, _ in steered) >= len(results)  # each episode's first request
-    for forced, called, request in steered:
-        assert called == forced or called is None and tools_ran_this_turn(orjson.loads(request)["messages"])
+    assert _forced_tools_called(con, "live") >= len(results)  # each episode's first request, at least
     # Agent Lightning: each episode a rollout, with every planner call and, from its feedback, its reward
     rule_success, rule_failure = 1.0, 0.0
     for episode_id, (success, detail, events) in episodes.items():
@@ -286,7 +290,7 @@ def test_a_refused_llm_version_serves_nothing_and_an_llm_shadow_is_judged_by_the
     live = [r for r in rows if r[2] == "live"]
     shadow = [r for r in rows if r[2] == "shadow"]
     assert len(live) == len(shadow) == sum(r.requests for r in results) == len(other.asked)
-    assert {(r[1], r[3]) for r in live} == {(v1, "force")} and all(r[4] == r[6] for r in live)  # applied
+    assert {(r[1], r[3]) for r in live} == {(v1, "force")} and _forced_tools_called(con, "live") >= len(ours)
     assert {(r[1], r[3], r[4]) for r in shadow} == {(v3, "force", "fetch_order_status")}
     assert {r[4] for r in live} == {"get_order_status", "fetch_order_status"}  # the stand-in is not always right
     assert con.execute("SELECT count(*) FROM decisions WHERE policy_version = $v", {"v": v2}).fetchone()[0] == 0
