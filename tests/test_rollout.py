@@ -116,7 +116,9 @@ def test_a_shadow_judged_worse_is_rolled_back_having_served_nothing_and_a_better
         # the live version explores half the time: its logged forces are what the estimate reads
         "AGENTGYM_PLANNER__REFRESH_S": "0.1", "AGENTGYM_PLANNER__EPSILON": "0.5", "AGENTGYM_PLANNER__SEED": "2",
         "AGENTGYM_TRAINER__REWARD": json.dumps(scenario.reward.model_dump()),  # failed calls cost
-        "AGENTGYM_ROLLOUT__CHECK_S": "0.3", "AGENTGYM_ROLLOUT__MIN_EPISODES": "80",
+        # 160 episodes: at 80, since a forced tool reaches the model only at a turn's first call, the
+        # estimate let the harmful shadow through to its canary in one run of five (2026-11-27)
+        "AGENTGYM_ROLLOUT__CHECK_S": "0.3", "AGENTGYM_ROLLOUT__MIN_EPISODES": "160",
         "AGENTGYM_ROLLOUT__STEPS": json.dumps([20, 50])})
     try:
         registry.start_shadow(harmful, by="test", reason="a bad idea")
