@@ -83,7 +83,9 @@ def test_train_watch_shows_the_rounds_and_stops_when_told(filled):
     report = report_json(str(proxy.db), "--window", "100")
     screen = watch.stdout
     # the round ran inside the server that holds the store; too few decisions to train on yet
-    assert "last round          #2 waiting: live " + live in screen
+    # on failure, what the screen and the proxy said
+    said = f"{screen}\n--- proxy log ---\n{proxy.log_path.read_text()[-4000:] if proxy.log_path else ''}"
+    assert "last round          #2 waiting: live " + live in screen, said
     calls = report["tool_calls"]
     gap = (calls["success_rate"] - 0.5) * 100
     assert f"{calls['success_rate']:.1%} of {calls['total']:,} calls, target 50.0%" in screen

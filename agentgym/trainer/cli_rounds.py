@@ -82,14 +82,19 @@ def run_schedule(settings: Settings, on_round: Callable[[dict[str, Any]], None],
 
     done: list[dict[str, Any]] = []
     export = WandbExport(settings.trainer.wandb)  # one W&B run for the rounds run here
+    stopping = threading.Event()
 
     def job() -> None:
+        if rounds is not None and len(done) >= rounds:
+            return  # due while the caller was busy after the last round asked for: not run
         try:
             result = round_once(settings, export)
         except RoundError as exc:
             result = {"status": "failed", "reason": str(exc)}
         on_round(result)
         done.append(result)
+        if rounds is not None and len(done) >= rounds:
+            stopping.set()
 
     # "skipped: a round is running" is normal when a round outlasts the interval: not for the screen
     quiet = logging.getLogger("agentgym.trainer.cli_scheduler")
@@ -97,12 +102,11 @@ def run_schedule(settings: Settings, on_round: Callable[[dict[str, Any]], None],
     scheduler = BackgroundScheduler(daemon=True, logger=quiet)
     scheduler.add_job(job, "interval", seconds=every_s(settings), next_run_time=datetime.now().astimezone(),
                       max_instances=1, coalesce=True)
-    stopping = threading.Event()
     in_main = threading.current_thread() is threading.main_thread()  # only it may take signals
     previous = signal.signal(signal.SIGTERM, lambda *_: stopping.set()) if in_main else None
     scheduler.start()
     try:
-        while not stopping.is_set() and (rounds is None or len(done) < rounds):
+        while not stopping.is_set():
             if tick is not None:
                 tick()
             stopping.wait(0.5)
