@@ -84,7 +84,7 @@ class Scorer:
 
     def refresh(self) -> None:
         items = self.items
-        self.context = dict(zip([i.id for i in items], self.encoder.encode_many([i.question for i in items]),
+        self.context = dict(zip([i.id for i in items], self.encoder.encode_contexts([i.question for i in items]),
                                 strict=True))
         texts = sorted({tool_text(t["function"]) for i in items for t in i.tools})
         self.tool = dict(zip(texts, self.encoder.encode_many(texts), strict=True))
@@ -162,7 +162,8 @@ def run(rounds: int, group: int, held_out: float, seed: int, trainer: TrainerCon
     planner = PlannerConfig(seed=seed)
     model = SimulatedModel(ModelKnobs(), seed)
     rng = np.random.default_rng(seed)
-    weights = PolicyWeights.zero_shot(len(next(iter(scorer.context.values()))), seed=seed)
+    weights = PolicyWeights.zero_shot(encoder.dimensions, words=encoder.context_dimensions - encoder.dimensions,
+                                      seed=seed)
     seen = {t["function"]["name"] for item in train for t in item.tools}
     zero_shot = evaluate(weights, scorer, test)
     print(json.dumps({"items": len(items), "train": len(train), "held_out": len(test), "zero_shot": zero_shot}), flush=True)

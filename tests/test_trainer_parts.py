@@ -193,8 +193,9 @@ def _refund_or_cancel():
     encoder = shared_encoder()
     specs = {"ha": ("refund_order", "refund order: money back (order_id)"),
              "hb": ("cancel_order", "cancel order: stop an order (order_id)")}
-    start = PolicyWeights.zero_shot(encoder.dimensions, b_defer=1.0, seed=0)
-    context, tools = encoder.encode("please refund order 7"), encoder.encode_many([text for _, text in specs.values()])
+    start = PolicyWeights.zero_shot(encoder.dimensions, words=encoder.context_dimensions - encoder.dimensions,
+                                    b_defer=1.0, seed=0)
+    context, tools = encoder.encode_context("please refund order 7"), encoder.encode_many([text for _, text in specs.values()])
     buckets = np.array([bucket(name) for name, _ in specs.values()])
     before = probabilities(start.action_scores(start.tool_scores(context, tools, buckets)), 0.01)
     return encoder, specs, start, context, tools, buckets, before
@@ -393,3 +394,27 @@ def test_train_with_rounds_runs_that_many_rounds_and_no_more(tmp_path):
     run_schedule(settings, told.append, rounds=2, tick=lambda: time.sleep(0.4))
     time.sleep(0.5)  # a round let through would run in the scheduler's thread meanwhile
     assert [r["status"] for r in told] == ["failed", "failed"] and "no-store.duckdb" in told[0]["reason"]
+
+
+def test_a_context_is_encoded_with_its_words_and_weights_from_before_them_score_as_they_did():
+    from agentgym.trainer.encoder import WORD_BUCKETS, shared_encoder, word_bag
+
+    encoder = shared_encoder()
+    bag = word_bag("Exchange the lamp in order #W123, please; exchange it")
+    assert np.isclose(np.linalg.norm(bag), 1.0) and np.count_nonzero(bag) == 5  # exchange, the, lamp, order, please
+    assert np.array_equal(bag, word_bag("please EXCHANGE order the lamp #W999"))  # case, order and numbers aside
+    assert not np.array_equal(bag, word_bag("Modify the lamp in order #W123, please"))
+    text = "I want to exchange the lamp in my delivered order"
+    context = encoder.encode_context(text)
+    assert context.shape == (encoder.dimensions + WORD_BUCKETS,) == (encoder.context_dimensions,)
+    assert np.array_equal(context[: encoder.dimensions], encoder.encode(text))
+    tools = encoder.encode_many(["exchange delivered order items", "modify pending order items"])
+    buckets = np.array([bucket("exchange"), bucket("modify")])
+    old = PolicyWeights.zero_shot(encoder.dimensions, seed=1)  # trained before the words were read
+    old.U[buckets] = np.random.default_rng(0).standard_normal((2, encoder.dimensions))
+    assert np.allclose(old.tool_scores(context, tools, buckets), old.tool_scores(encoder.encode(text), tools, buckets))
+    widened = PolicyWeights.from_bytes(old.widened(encoder.context_dimensions).to_bytes())
+    assert widened.U.shape == (old.U.shape[0], encoder.context_dimensions)
+    assert np.allclose(widened.tool_scores(context, tools, buckets), old.tool_scores(context, tools, buckets))
+    widened.U[buckets[0], encoder.dimensions:] = 5 * word_bag("exchange")  # a word only the wide weights read
+    assert widened.tool_scores(context, tools, buckets)[0] > old.tool_scores(context, tools, buckets)[0]

@@ -263,7 +263,7 @@ class Planner:
 
         def weigh(weights: PolicyWeights, rng: np.random.Generator) -> Choice:
             if not scored:
-                scored.append((self.encoder.encode(context), np.stack([self._vector(*spec) for spec in specs]),
+                scored.append((self.encoder.encode_context(context), np.stack([self._vector(*spec) for spec in specs]),
                                np.array([bucket(name) for name in names])))
             return decide(weights, *scored[0], self.config, rng)
 

@@ -5,16 +5,23 @@ Distilling (model2vec, about 15 s on two cores) needs torch, so it runs once per
 child process, at first use, and the result (a 128-dimension vector per token, about 8 MB) is
 cached. Encoding is then a tokenizer call and a mean over table rows: numpy and `tokenizers`
 only, well under 0.1 ms a sentence: the planner never needs torch.
+
+A request's context is encoded with its words as well (`encode_context`): the mean vector
+blurs the one word that tells near-duplicate tools apart ("exchange" an item of a delivered
+order, or "modify" one of a pending order), while a bag of hashed words keeps it, for each
+tool's own learned terms to read (the hashing trick, as in Vowpal Wabbit's contextual bandits).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import zlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,6 +32,17 @@ from tokenizers import Tokenizer
 ENCODER_ID = "m2v-all-MiniLM-L6-v2-pca128"
 DIMENSIONS = 128
 MAX_TOKENS = 256  # a long conversation's tail is what matters; the mean of more tokens only blurs it
+WORD_BUCKETS = 256  # a context's words hashed into this many slots, after its vector
+WORD = re.compile(r"[a-z]{3,}")  # words, not identifiers: an order number says nothing of the tool
+
+
+def word_bag(text: str) -> np.ndarray:
+    """The context's distinct words, hashed (crc32: the same in every process), unit length."""
+    bag = np.zeros(WORD_BUCKETS, np.float32)
+    for word in set(WORD.findall(text.lower())):
+        bag[zlib.crc32(word.encode()) % WORD_BUCKETS] = 1.0
+    norm = float(np.linalg.norm(bag))
+    return bag / norm if norm > 0 else bag
 
 
 def cache_dir() -> Path:
@@ -59,7 +77,8 @@ def distill(target: Path) -> None:
 
 
 class Encoder:
-    """Sentence vectors (unit length, float32) from the distilled static embedding."""
+    """Sentence vectors (unit length, float32) from the distilled static embedding; a context's
+    vector is followed by its `word_bag` (`context_dimensions` in all)."""
 
     def __init__(self, path: Path | None = None) -> None:
         path = path or encoder_path()
@@ -67,6 +86,7 @@ class Encoder:
         self.tokenizer.no_truncation()
         self.table = load_file(str(path / "model.safetensors"))["embeddings"].astype(np.float32)
         self.dimensions = self.table.shape[1]
+        self.context_dimensions = self.dimensions + WORD_BUCKETS
         self.checksum = hashlib.sha256(self.table.tobytes()).hexdigest()[:16]
 
     def encode(self, text: str) -> np.ndarray:
@@ -79,6 +99,13 @@ class Encoder:
 
     def encode_many(self, texts: list[str]) -> np.ndarray:
         return np.stack([self.encode(t) for t in texts]) if texts else np.zeros((0, self.dimensions), np.float32)
+
+    def encode_context(self, text: str) -> np.ndarray:
+        return np.concatenate([self.encode(text), word_bag(text)])
+
+    def encode_contexts(self, texts: list[str]) -> np.ndarray:
+        return (np.stack([self.encode_context(t) for t in texts]) if texts
+                else np.zeros((0, self.context_dimensions), np.float32))
 
 
 @lru_cache(maxsize=1)

@@ -52,7 +52,7 @@ class Tensors:
     """A batch as arrays. The offered tools are few distinct ones: each decision's candidates
     are indices into the distinct tools' vectors, so a step costs (decisions x distinct tools)."""
 
-    contexts: np.ndarray  # (n, d)
+    contexts: np.ndarray  # (n, d + words): the vectors, then the hashed words
     tools: np.ndarray  # (k, d): the distinct tools' vectors
     buckets: np.ndarray  # (k,)
     candidates: np.ndarray  # (n, m): index into `tools` (0 where padded)
@@ -80,7 +80,8 @@ class Tensors:
         for i, names in enumerate(batch.offered):
             if names and batch.choices[i] == OFFER:
                 offered[i, : len(batch.candidates[i])] = [batch.specs[h][0] in names for h in batch.candidates[i]]
-        return cls(encode(batch.contexts), tools, buckets, candidates, mask, action, forced, offered)
+        contexts = encoder.encode_contexts(batch.contexts) if encoder else encode(batch.contexts)
+        return cls(contexts, tools, buckets, candidates, mask, action, forced, offered)
 
 
 def usable(batch: Batch) -> Batch:
@@ -123,6 +124,7 @@ class TorchEngine:
         weight = as_tensor(batch.weights * serving, dtype=torch.float32)  # earlier versions' decisions: outcomes only
         labelled = as_tensor((batch.called >= 0) & (batch.called_ok >= 0))
         called, called_ok = as_tensor(batch.called), as_tensor(batch.called_ok)
+        current = current.widened(encoder.context_dimensions)  # weights from before the words: they start at 0
         params = {k: torch.tensor(v, device=device, requires_grad=True) for k, v in current.arrays().items()}
         vectors = (TunedVectors(encoder, batch, candidates, buckets) if tune
                    else FixedVectors(as_tensor(arrays.contexts), as_tensor(arrays.tools), candidates, buckets))
@@ -134,7 +136,7 @@ class TorchEngine:
             a given: the tool scores learn only from the outcome term."""
             contexts, tools, tool_buckets, index = vectors(rows)
             per_tool = (contexts @ p["P"]) @ (tools @ p["Q"]).T + contexts @ p["U"][tool_buckets].T + p["b"][tool_buckets]
-            scores = torch.gather(p["alpha"][0] * (contexts @ tools.T) + per_tool, 1, index)
+            scores = torch.gather(p["alpha"][0] * (contexts[:, : tools.shape[1]] @ tools.T) + per_tool, 1, index)
             scores = scores.masked_fill(~mask[rows], float("-inf"))
             confidence = torch.softmax(scores, dim=1).amax(dim=1).detach()
             actions = torch.stack([p["b_force"][0] + p["c_force"][0] * confidence,

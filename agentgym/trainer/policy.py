@@ -1,13 +1,17 @@
 """The default planner's policy: how it ranks the offered tools, and the action it samples.
 
-For a request, `c` is the encoded context (the latest user turn and the tool results since)
-and `t_j` each offered tool's encoded text (name, description, parameter names). Tool j scores
+For a request, `c` is the encoded context (the latest user turn and the tool results since:
+its vector, then its hashed words, `encoder.word_bag`) and `t_j` each offered tool's encoded
+text (name, description, parameter names). Tool j scores
 
-    s_j = alpha * c.t_j  +  (c P).(t_j Q)  +  U[h_j].c  +  b[h_j]
+    s_j = alpha * c'.t_j  +  (c P).(t_j Q)  +  U[h_j].c  +  b[h_j]
 
-The first term generalises to tools never seen (text similarity); the low-rank bilinear term
-learns which kinds of request go with which kinds of tool; `U` and `b`, indexed by a hash of
-the tool's name, learn this deployment's facts about each tool ("this one fails for refunds").
+(c' is the context's vector without its words). The first term generalises to tools never seen
+(text similarity); the low-rank bilinear term learns which kinds of request go with which kinds
+of tool; `U` and `b`, indexed by a hash of the tool's name, learn this deployment's facts about
+each tool ("this one fails for refunds"), from the words as well: which word of a request
+says which of two near-duplicate tools it needs. Weights trained before the words were read
+(P and U as wide as the vector alone) read the vector alone, as they were trained.
 The scores only rank the tools. The action is one of three, each scored from how sure the
 ranking is (`confidence`: the top tool's softmax probability):
 
@@ -61,9 +65,9 @@ def action_of(choice: int) -> int:
 @dataclass
 class PolicyWeights:
     alpha: np.ndarray  # shape (1,)
-    P: np.ndarray  # (d, RANK)
+    P: np.ndarray  # (d + words, RANK)
     Q: np.ndarray  # (d, RANK)
-    U: np.ndarray  # (BUCKETS, d)
+    U: np.ndarray  # (BUCKETS, d + words): P and U read the context's words too
     b: np.ndarray  # (BUCKETS,)
     b_force: np.ndarray  # (1,)
     c_force: np.ndarray  # (1,)
@@ -75,7 +79,8 @@ class PolicyWeights:
     ACTION_NAMES = NAMES[5:]  # the action scores' five numbers
 
     @classmethod
-    def zero_shot(cls, dimensions: int, *, alpha: float = 10.0, b_defer: float = 0.0, seed: int = 0) -> PolicyWeights:
+    def zero_shot(cls, dimensions: int, *, words: int = 0, alpha: float = 10.0, b_defer: float = 0.0,
+                  seed: int = 0) -> PolicyWeights:
         """Text similarity ranks the tools; "offer" scores 2 below `b_defer` and "force" 0. With a
         high `b_defer` it is the untrained model but for one request in eight offered the
         likeliest tools: enough for the update to grow "offer" where it pays (the ratio's clip
@@ -84,9 +89,18 @@ class PolicyWeights:
         rng = np.random.default_rng(seed)
         small = lambda *shape: (rng.standard_normal(shape) * 0.01).astype(np.float32)  # noqa: E731 - breaks symmetry
         zeros = lambda *shape: np.zeros(shape, np.float32)  # noqa: E731
-        return cls(np.array([alpha], np.float32), small(dimensions, RANK), small(dimensions, RANK),
-                   zeros(BUCKETS, dimensions), zeros(BUCKETS), zeros(1), zeros(1), np.array([b_defer - 2], np.float32),
-                   zeros(1), np.array([b_defer], np.float32))
+        return cls(np.array([alpha], np.float32), small(dimensions + words, RANK), small(dimensions, RANK),
+                   zeros(BUCKETS, dimensions + words), zeros(BUCKETS), zeros(1), zeros(1),
+                   np.array([b_defer - 2], np.float32), zeros(1), np.array([b_defer], np.float32))
+
+    def widened(self, context_dimensions: int) -> PolicyWeights:
+        """The same policy reading a context of `context_dimensions` (the words added after the
+        vector, with weight 0): what an update starts from when the weights serving predate them."""
+        extra = context_dimensions - self.P.shape[0]
+        if extra <= 0:
+            return self
+        return PolicyWeights(**{**self.arrays(), "P": np.pad(self.P, ((0, extra), (0, 0))),
+                                "U": np.pad(self.U, ((0, 0), (0, extra)))})
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in self.NAMES}
@@ -103,8 +117,8 @@ class PolicyWeights:
             if missing:
                 raise ValueError(f"policy weights lack {', '.join(missing)}")
             weights = cls(**{n: arrays[n].astype(np.float32) for n in cls.NAMES})
-        d = weights.P.shape[0]
-        shapes = {"alpha": (1,), "P": (d, RANK), "Q": (d, RANK), "U": (BUCKETS, d), "b": (BUCKETS,),
+        d, c = weights.Q.shape[0], max(weights.P.shape[0], weights.Q.shape[0])  # the vector; with the words
+        shapes = {"alpha": (1,), "P": (c, RANK), "Q": (d, RANK), "U": (BUCKETS, c), "b": (BUCKETS,),
                   **{name: (1,) for name in cls.ACTION_NAMES}}
         for name, shape in shapes.items():
             if getattr(weights, name).shape != shape or not np.isfinite(getattr(weights, name)).all():
@@ -113,8 +127,9 @@ class PolicyWeights:
         return weights
 
     def tool_scores(self, context: np.ndarray, tools: np.ndarray, buckets: np.ndarray) -> np.ndarray:
-        """s_j of each offered tool."""
-        return (self.alpha[0] * (tools @ context) + (tools @ self.Q) @ (context @ self.P)
+        """s_j of each offered tool; of the context, as much as these weights read."""
+        context = context[: self.P.shape[0]]
+        return (self.alpha[0] * (tools @ context[: tools.shape[1]]) + (tools @ self.Q) @ (context @ self.P)
                 + self.U[buckets] @ context + self.b[buckets])
 
     def action_scores(self, tool_scores: np.ndarray) -> np.ndarray:
