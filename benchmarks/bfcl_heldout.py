@@ -162,7 +162,7 @@ def run(rounds: int, group: int, held_out: float, seed: int, trainer: TrainerCon
     planner = PlannerConfig(seed=seed)
     model = SimulatedModel(ModelKnobs(), seed)
     rng = np.random.default_rng(seed)
-    weights = PolicyWeights.zero_shot(encoder.dimensions, words=encoder.context_dimensions - encoder.dimensions,
+    weights = PolicyWeights.zero_shot(encoder.dimensions, context_dimensions=encoder.context_dimensions,
                                       seed=seed)
     seen = {t["function"]["name"] for item in train for t in item.tools}
     zero_shot = evaluate(weights, scorer, test)

@@ -39,7 +39,7 @@ def decision_latency(n: int) -> dict:
     encoder = shared_encoder()
     tools = np.stack([encoder.encode(tool_text(f)) for f in functions])  # cached per tool in the proxy
     buckets = np.array([bucket(f["name"]) for f in functions])
-    weights = PolicyWeights.zero_shot(encoder.dimensions, words=encoder.context_dimensions - encoder.dimensions)
+    weights = PolicyWeights.zero_shot(encoder.dimensions, context_dimensions=encoder.context_dimensions)
     config = PlannerConfig()
     rng = np.random.default_rng(0)
     questions = [[{"role": "user", "content": task.user}] for task in scenario.tasks]

@@ -129,7 +129,7 @@ def rollouts(scenario: Scenario, work: Path, better_weights: PolicyWeights, seed
         windows[name] = (started, time.time())
         return took
 
-    first = register(PolicyWeights.zero_shot(encoder.dimensions, words=encoder.context_dimensions - encoder.dimensions,
+    first = register(PolicyWeights.zero_shot(encoder.dimensions, context_dimensions=encoder.context_dimensions,
                                              b_defer=load_settings().trainer.zero_shot_defer, seed=seed),
                      "the first version")
     harmful, better = register(harmful_weights(encoder.dimensions), "harmful"), register(better_weights, "better")

@@ -193,7 +193,7 @@ def _refund_or_cancel():
     encoder = shared_encoder()
     specs = {"ha": ("refund_order", "refund order: money back (order_id)"),
              "hb": ("cancel_order", "cancel order: stop an order (order_id)")}
-    start = PolicyWeights.zero_shot(encoder.dimensions, words=encoder.context_dimensions - encoder.dimensions,
+    start = PolicyWeights.zero_shot(encoder.dimensions, context_dimensions=encoder.context_dimensions,
                                     b_defer=1.0, seed=0)
     context, tools = encoder.encode_context("please refund order 7"), encoder.encode_many([text for _, text in specs.values()])
     buckets = np.array([bucket(name) for name, _ in specs.values()])

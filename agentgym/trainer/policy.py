@@ -79,8 +79,8 @@ class PolicyWeights:
     ACTION_NAMES = NAMES[5:]  # the action scores' five numbers
 
     @classmethod
-    def zero_shot(cls, dimensions: int, *, words: int = 0, alpha: float = 10.0, b_defer: float = 0.0,
-                  seed: int = 0) -> PolicyWeights:
+    def zero_shot(cls, dimensions: int, *, context_dimensions: int | None = None, alpha: float = 10.0,
+                  b_defer: float = 0.0, seed: int = 0) -> PolicyWeights:
         """Text similarity ranks the tools; "offer" scores 2 below `b_defer` and "force" 0. With a
         high `b_defer` it is the untrained model but for one request in eight offered the
         likeliest tools: enough for the update to grow "offer" where it pays (the ratio's clip
@@ -89,8 +89,9 @@ class PolicyWeights:
         rng = np.random.default_rng(seed)
         small = lambda *shape: (rng.standard_normal(shape) * 0.01).astype(np.float32)  # noqa: E731 - breaks symmetry
         zeros = lambda *shape: np.zeros(shape, np.float32)  # noqa: E731
-        return cls(np.array([alpha], np.float32), small(dimensions + words, RANK), small(dimensions, RANK),
-                   zeros(BUCKETS, dimensions + words), zeros(BUCKETS), zeros(1), zeros(1),
+        context = context_dimensions or dimensions  # the context's vector and, if read, its words
+        return cls(np.array([alpha], np.float32), small(context, RANK), small(dimensions, RANK),
+                   zeros(BUCKETS, context), zeros(BUCKETS), zeros(1), zeros(1),
                    np.array([b_defer - 2], np.float32), zeros(1), np.array([b_defer], np.float32))
 
     def widened(self, context_dimensions: int) -> PolicyWeights:

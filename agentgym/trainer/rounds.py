@@ -60,7 +60,7 @@ def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Enc
     shadow) or, with `rollout.shadow` off, at the first canary step if no canary runs."""
     live = registry.index().live
     if live is None:
-        weights = PolicyWeights.zero_shot(encoder.dimensions, words=encoder.context_dimensions - encoder.dimensions,
+        weights = PolicyWeights.zero_shot(encoder.dimensions, context_dimensions=encoder.context_dimensions,
                                           b_defer=trainer.zero_shot_defer, seed=trainer.seed)
         version = registry.register(weights, parent=None, encoder=ENCODER_ID, encoder_checksum=encoder.checksum,
                                     training={"engine": "zero-shot", "seed": trainer.seed},
