@@ -120,7 +120,7 @@ class TrainerConfig(Section):
     """The scheduled trainer (in the proxy process when enabled, or `agentgym train` beside it)."""
 
     enabled: bool = Field(False, description="run training rounds on the schedule inside `agentgym serve`")
-    every_episodes: int | None = Field(200, ge=1, description="a round once the live version has served this many "
+    every_episodes: int | None = Field(100, ge=1, description="a round once the live version has served this many "
                                        "finished episodes")
     every_s: float | None = Field(None, gt=0, description="and/or a round this often, if there are enough decisions")
     check_s: float = Field(2.0, gt=0, description="how often the schedule looks at the counts")

@@ -360,6 +360,33 @@ def test_registry_shadow_moves_on_to_canary_or_is_ended_by_rollback(tmp_path):
     assert registry.index().shadow_version == v3 and registry.index().shadow.started_at == 0.0
 
 
+def test_rounds_wait_while_a_shadow_is_judged_and_run_once_it_has_gone_on(tmp_path):
+    """A round's version would replace the shadow before its verdict (with a round every 100
+    episodes and a shadow judged on 100, none ever served): rounds wait until it has gone on."""
+    from contextlib import nullcontext
+
+    from agentgym.config import RolloutConfig, TrainerConfig
+    from agentgym.store.queries import Scope
+    from agentgym.trainer.encoder import shared_encoder
+    from agentgym.trainer.rounds import Schedule, judged_shadow, train_round
+
+    registry, v1, v2, _ = _registry_with_three(tmp_path)
+    registry.start_shadow(v2, by="test", reason="judge it")
+    trainer, rollout = TrainerConfig(every_s=0.01, every_episodes=None), RolloutConfig()
+    schedule = Schedule(trainer, PlannerConfig(), Scope(idle_timeout_s=300.0), registry, nullcontext,
+                        shared_encoder, rollout)
+    time.sleep(0.02)  # a round is due by the clock
+    assert not schedule.due(None)
+    waited = train_round(None, registry, shared_encoder(), trainer, PlannerConfig(), rollout,
+                         Scope(idle_timeout_s=300.0), by="cli")  # `agentgym train --once` waits too, and says why
+    assert waited["status"] == "waiting" and waited["shadow"] == v2 and "roll it back" in waited["reason"]
+    # where nothing judges a shadow on the trainer's behalf, a round does not wait for one
+    assert judged_shadow(registry.index(), TrainerConfig(promote="auto"), rollout) is None
+    assert judged_shadow(registry.index(), trainer, RolloutConfig(shadow=False)) is None
+    assert registry.settle_shadow(v2, rollout.steps[0], by="rollout", reason="passed")  # judged: on to its canary
+    assert schedule.due(None) and registry.index().live == v1
+
+
 def test_a_refused_canary_or_shadow_leaves_its_place_empty_and_the_live_version_serving(tmp_path):
     from agentgym.proxy.planner import Planner
     from agentgym.trainer.encoder import shared_encoder

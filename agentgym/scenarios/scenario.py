@@ -77,7 +77,7 @@ class Task(Strict):
 
 class TrainingDefaults(Strict):
     episodes: int = 3000
-    train_every_episodes: int = 200
+    train_every_episodes: int = 100
     top_k: int = 5
     seed: int = 0
 

@@ -27,7 +27,7 @@ from agentgym.trainer.encoder import ENCODER_ID, Encoder
 from agentgym.trainer.engine import Engine, TorchEngine, chosen_probabilities, usable
 from agentgym.trainer.gate import evaluate
 from agentgym.trainer.policy import PolicyWeights
-from agentgym.trainer.registry import Registry
+from agentgym.trainer.registry import Index, Registry
 from agentgym.trainer.rollout import check as rollout_check
 from agentgym.trainer.shadow import look as shadow_look
 
@@ -56,9 +56,11 @@ def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Enc
                 planner: PlannerConfig, rollout: RolloutConfig, scope: Scope, *, by: str,
                 engine: Engine | None = None) -> dict[str, Any]:
     """Run one round; what happened, as a dict (also what `agentgym train --once` prints).
-    With `trainer.promote` "rollout", a version that passed starts in shadow (replacing an older
-    shadow) or, with `rollout.shadow` off, at the first canary step if no canary runs."""
-    live = registry.index().live
+    With `trainer.promote` "rollout", a version that passed starts in shadow or, with
+    `rollout.shadow` off, at the first canary step if no canary runs; while a shadow is being
+    judged, the round waits (`judged_shadow`)."""
+    index = registry.index()
+    live = index.live
     if live is None:
         weights = PolicyWeights.zero_shot(encoder.dimensions, context_dimensions=encoder.context_dimensions,
                                           b_defer=trainer.zero_shot_defer, seed=trainer.seed)
@@ -69,6 +71,11 @@ def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Enc
         if trainer.promote != "manual":  # nothing to compare a canary with yet
             registry.promote(version.version, by=by, reason="first version")
         return {"status": "registered", "version": version.version, "promoted": trainer.promote != "manual"}
+    shadow = judged_shadow(index, trainer, rollout)
+    if shadow is not None:
+        return {"status": "waiting", "live": live, "shadow": shadow,
+                "reason": f"{shadow} is in shadow, not yet judged: a new version would replace it unjudged (roll it "
+                          f"back to train now)"}
     _, current = registry.load(live)
     if not isinstance(current, PolicyWeights):
         return {"status": "skipped", "live": live, "reason": f"{live} is an LLM planner: the torch engine trains the "
@@ -103,6 +110,15 @@ def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Enc
         registry.start_canary(version.version, rollout.steps[0], by=by, reason=f"gate passed: {estimate}")
         result["canary"] = rollout.steps[0]
     return result
+
+
+def judged_shadow(index: Index, trainer: TrainerConfig, rollout: RolloutConfig) -> str | None:
+    """The version in shadow that rounds wait for. Each round's version would otherwise replace
+    the shadow before its verdict: with rounds every 100 episodes and a shadow judged on 100, every
+    version was replaced in turn and none ever served."""
+    if trainer.promote == "rollout" and rollout.shadow and index.shadow is not None:
+        return index.shadow.version
+    return None
 
 
 def _served(con: duckdb.DuckDBPyConnection, version: str, scope: Scope) -> int:
@@ -183,9 +199,14 @@ class Schedule:
                 observer.close()
 
     def due(self, con: duckdb.DuckDBPyConnection) -> bool:
-        live = self.registry.index().live
+        """Whether a round is due; not while a shadow is judged (its episodes still count toward the
+        next round, which runs once the shadow has gone to canary or been rolled back)."""
+        index = self.registry.index()
+        live = index.live
         if live is None:
             return True
+        if judged_shadow(index, self.trainer, self.rollout) is not None:
+            return False
         if self.trainer.every_s is not None and time.monotonic() - self._last_round >= self.trainer.every_s:
             return True
         if self.trainer.every_episodes is not None:
