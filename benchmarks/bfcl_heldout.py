@@ -84,10 +84,10 @@ class Scorer:
 
     def refresh(self) -> None:
         items = self.items
-        self.context = dict(zip([i.id for i in items], self.encoder.encode_contexts([i.question for i in items]),
+        self.context = dict(zip([i.id for i in items], self.encoder.encode_many_with_words([i.question for i in items]),
                                 strict=True))
         texts = sorted({tool_text(t["function"]) for i in items for t in i.tools})
-        self.tool = dict(zip(texts, self.encoder.encode_many(texts), strict=True))
+        self.tool = dict(zip(texts, self.encoder.encode_many_with_words(texts), strict=True))
 
     def arrays(self, item: Item) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The context's vector, the candidates' vectors and their buckets."""
@@ -162,7 +162,7 @@ def run(rounds: int, group: int, held_out: float, seed: int, trainer: TrainerCon
     planner = PlannerConfig(seed=seed)
     model = SimulatedModel(ModelKnobs(), seed)
     rng = np.random.default_rng(seed)
-    weights = PolicyWeights.zero_shot(encoder.dimensions, context_dimensions=encoder.context_dimensions,
+    weights = PolicyWeights.zero_shot(encoder.dimensions, context_dimensions=encoder.dimensions_with_words,
                                       seed=seed)
     seen = {t["function"]["name"] for item in train for t in item.tools}
     zero_shot = evaluate(weights, scorer, test)

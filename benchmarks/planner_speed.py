@@ -37,16 +37,16 @@ def decision_latency(n: int) -> dict:
     scenario = load_scenario("data_analysis")
     functions = [t["function"] for t in scenario.tools][:50]
     encoder = shared_encoder()
-    tools = np.stack([encoder.encode(tool_text(f)) for f in functions])  # cached per tool in the proxy
+    tools = np.stack([encoder.encode_with_words(tool_text(f)) for f in functions])  # cached per tool in the proxy
     buckets = np.array([bucket(f["name"]) for f in functions])
-    weights = PolicyWeights.zero_shot(encoder.dimensions, context_dimensions=encoder.context_dimensions)
+    weights = PolicyWeights.zero_shot(encoder.dimensions, context_dimensions=encoder.dimensions_with_words)
     config = PlannerConfig()
     rng = np.random.default_rng(0)
     questions = [[{"role": "user", "content": task.user}] for task in scenario.tasks]
     timings = []
     for i in range(n):
         started = time.perf_counter()
-        context = encoder.encode_context(context_text(questions[i % len(questions)]))
+        context = encoder.encode_with_words(context_text(questions[i % len(questions)]))
         decide(weights, context, tools, buckets, config, rng)
         timings.append((time.perf_counter() - started) * 1000)
     p50, p99 = np.percentile(timings, [50, 99])

@@ -129,7 +129,7 @@ def rollouts(scenario: Scenario, work: Path, better_weights: PolicyWeights, seed
         windows[name] = (started, time.time())
         return took
 
-    first = register(PolicyWeights.zero_shot(encoder.dimensions, context_dimensions=encoder.context_dimensions,
+    first = register(PolicyWeights.zero_shot(encoder.dimensions, context_dimensions=encoder.dimensions_with_words,
                                              b_defer=load_settings().trainer.zero_shot_defer, seed=seed),
                      "the first version")
     harmful, better = register(harmful_weights(encoder.dimensions), "harmful"), register(better_weights, "better")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import time
@@ -193,9 +194,9 @@ def _refund_or_cancel():
     encoder = shared_encoder()
     specs = {"ha": ("refund_order", "refund order: money back (order_id)"),
              "hb": ("cancel_order", "cancel order: stop an order (order_id)")}
-    start = PolicyWeights.zero_shot(encoder.dimensions, context_dimensions=encoder.context_dimensions,
+    start = PolicyWeights.zero_shot(encoder.dimensions, context_dimensions=encoder.dimensions_with_words,
                                     b_defer=1.0, seed=0)
-    context, tools = encoder.encode_context("please refund order 7"), encoder.encode_many([text for _, text in specs.values()])
+    context, tools = encoder.encode_with_words("please refund order 7"), encoder.encode_many_with_words([text for _, text in specs.values()])
     buckets = np.array([bucket(name) for name, _ in specs.values()])
     before = probabilities(start.action_scores(start.tool_scores(context, tools, buckets)), 0.01)
     return encoder, specs, start, context, tools, buckets, before
@@ -235,6 +236,7 @@ def test_earlier_versions_decisions_teach_the_tool_scores_but_not_the_actions():
     scores = new.tool_scores(context, tools, buckets)
     prior = start.tool_scores(context, tools, buckets)
     assert prior[1] < prior[0] and scores[1] > scores[0]  # cancel_order now ranks first
+    assert new.beta[0] < start.beta[0] == 0  # the tool sharing the request's word ("refund") was the wrong one
     after = probabilities(new.action_scores(scores), 0.01)
     assert stats["decisions"] == 30 and stats["earlier_decisions"] == 30 and stats["outcome_decisions"] == 30
     batch.on_policy = None  # the same offers in the ratio: "offer" would grow
@@ -263,7 +265,7 @@ def test_fine_tuning_the_encoder_moves_it_toward_the_tool_that_worked():
     start = PolicyWeights.zero_shot(encoder.dimensions, seed=0)
 
     def cancel_margin(weights: PolicyWeights) -> float:  # how much higher cancel_order scores than refund_order
-        tools = encoder.encode_many([text for _, text in specs.values()])
+        tools = encoder.encode_many_with_words([text for _, text in specs.values()])
         return float(np.mean([np.diff(weights.tool_scores(c, tools, buckets))[0] for c in encoder.encode_many(contexts)]))
 
     untuned = cancel_margin(start)
@@ -432,16 +434,30 @@ def test_a_context_is_encoded_with_its_words_and_weights_from_before_them_score_
     assert np.array_equal(bag, word_bag("please EXCHANGE order the lamp #W999"))  # case, order and numbers aside
     assert not np.array_equal(bag, word_bag("Modify the lamp in order #W123, please"))
     text = "I want to exchange the lamp in my delivered order"
-    context = encoder.encode_context(text)
-    assert context.shape == (encoder.dimensions + WORD_BUCKETS,) == (encoder.context_dimensions,)
+    context = encoder.encode_with_words(text)
+    assert context.shape == (encoder.dimensions + WORD_BUCKETS,) == (encoder.dimensions_with_words,)
     assert np.array_equal(context[: encoder.dimensions], encoder.encode(text))
     tools = encoder.encode_many(["exchange delivered order items", "modify pending order items"])
     buckets = np.array([bucket("exchange"), bucket("modify")])
     old = PolicyWeights.zero_shot(encoder.dimensions, seed=1)  # trained before the words were read
     old.U[buckets] = np.random.default_rng(0).standard_normal((2, encoder.dimensions))
     assert np.allclose(old.tool_scores(context, tools, buckets), old.tool_scores(encoder.encode(text), tools, buckets))
-    widened = PolicyWeights.from_bytes(old.widened(encoder.context_dimensions).to_bytes())
-    assert widened.U.shape == (old.U.shape[0], encoder.context_dimensions)
+    widened = PolicyWeights.from_bytes(old.widened(encoder.dimensions_with_words).to_bytes())
+    assert widened.U.shape == (old.U.shape[0], encoder.dimensions_with_words)
     assert np.allclose(widened.tool_scores(context, tools, buckets), old.tool_scores(context, tools, buckets))
     widened.U[buckets[0], encoder.dimensions:] = 5 * word_bag("exchange")  # a word only the wide weights read
     assert widened.tool_scores(context, tools, buckets)[0] > old.tool_scores(context, tools, buckets)[0]
+    # the tools' words: the untrained ranking ignores them, and a version saved before `beta` loads with 0
+    worded = encoder.encode_many_with_words(["exchange delivered order items", "modify pending order items"])
+    assert np.allclose(old.tool_scores(context, worded, buckets), old.tool_scores(context, tools, buckets))
+    arrays = {k: v for k, v in widened.arrays().items() if k != "beta"}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    saved_before = PolicyWeights.from_bytes(buffer.getvalue())
+    assert saved_before.beta[0] == 0
+    assert np.allclose(saved_before.tool_scores(context, worded, buckets), widened.tool_scores(context, tools, buckets))
+    saved_before.beta[:] = 1.0  # learned: the words a request shares with a tool's text count for it
+    shared = worded[:, encoder.dimensions:] @ context[encoder.dimensions:]
+    assert shared[0] > shared[1] > 0  # "exchange", "delivered", "order" against "order"
+    assert np.allclose(saved_before.tool_scores(context, worded, buckets),
+                       widened.tool_scores(context, tools, buckets) + shared)

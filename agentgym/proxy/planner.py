@@ -263,7 +263,7 @@ class Planner:
 
         def weigh(weights: PolicyWeights, rng: np.random.Generator) -> Choice:
             if not scored:
-                scored.append((self.encoder.encode_context(context), np.stack([self._vector(*spec) for spec in specs]),
+                scored.append((self.encoder.encode_with_words(context), np.stack([self._vector(*spec) for spec in specs]),
                                np.array([bucket(name) for name in names])))
             return decide(weights, *scored[0], self.config, rng)
 
@@ -354,6 +354,6 @@ class Planner:
     def _vector(self, key: str, text: str) -> np.ndarray:
         vector = self._tools.get(key)
         if vector is None:
-            vector = self.encoder.encode(text)
+            vector = self.encoder.encode_with_words(text)
             self._tools[key] = vector
         return vector

@@ -6,10 +6,12 @@ child process, at first use, and the result (a 128-dimension vector per token, a
 cached. Encoding is then a tokenizer call and a mean over table rows: numpy and `tokenizers`
 only, well under 0.1 ms a sentence: the planner never needs torch.
 
-A request's context is encoded with its words as well (`encode_context`): the mean vector
-blurs the one word that tells near-duplicate tools apart ("exchange" an item of a delivered
-order, or "modify" one of a pending order), while a bag of hashed words keeps it, for each
-tool's own learned terms to read (the hashing trick, as in Vowpal Wabbit's contextual bandits).
+A request's context, and each tool's text, is encoded with its words as well
+(`encode_with_words`): the mean vector blurs the one word that tells near-duplicate tools apart
+("exchange" an item of a delivered order, or "modify" one of a pending order), while a bag of
+hashed words keeps it, for each tool's own learned terms to read (the hashing trick, as in
+Vowpal Wabbit's contextual bandits), and the words a request shares with a tool's text say which
+tool it names, for tools never seen too (the lexical half of hybrid retrieval).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ WORD = re.compile(r"[a-z]{3,}")  # words, not identifiers: an order number says 
 
 
 def word_bag(text: str) -> np.ndarray:
-    """The context's distinct words, hashed (crc32: the same in every process), unit length."""
+    """The text's distinct words, hashed (crc32: the same in every process), unit length."""
     bag = np.zeros(WORD_BUCKETS, np.float32)
     for word in set(WORD.findall(text.lower())):
         bag[zlib.crc32(word.encode()) % WORD_BUCKETS] = 1.0
@@ -77,8 +79,8 @@ def distill(target: Path) -> None:
 
 
 class Encoder:
-    """Sentence vectors (unit length, float32) from the distilled static embedding; a context's
-    vector is followed by its `word_bag` (`context_dimensions` in all)."""
+    """Sentence vectors (unit length, float32) from the distilled static embedding, followed by
+    the text's `word_bag` where asked for (`dimensions_with_words` in all)."""
 
     def __init__(self, path: Path | None = None) -> None:
         path = path or encoder_path()
@@ -86,7 +88,7 @@ class Encoder:
         self.tokenizer.no_truncation()
         self.table = load_file(str(path / "model.safetensors"))["embeddings"].astype(np.float32)
         self.dimensions = self.table.shape[1]
-        self.context_dimensions = self.dimensions + WORD_BUCKETS
+        self.dimensions_with_words = self.dimensions + WORD_BUCKETS
         self.checksum = hashlib.sha256(self.table.tobytes()).hexdigest()[:16]
 
     def encode(self, text: str) -> np.ndarray:
@@ -100,12 +102,12 @@ class Encoder:
     def encode_many(self, texts: list[str]) -> np.ndarray:
         return np.stack([self.encode(t) for t in texts]) if texts else np.zeros((0, self.dimensions), np.float32)
 
-    def encode_context(self, text: str) -> np.ndarray:
+    def encode_with_words(self, text: str) -> np.ndarray:
         return np.concatenate([self.encode(text), word_bag(text)])
 
-    def encode_contexts(self, texts: list[str]) -> np.ndarray:
-        return (np.stack([self.encode_context(t) for t in texts]) if texts
-                else np.zeros((0, self.context_dimensions), np.float32))
+    def encode_many_with_words(self, texts: list[str]) -> np.ndarray:
+        return (np.stack([self.encode_with_words(t) for t in texts]) if texts
+                else np.zeros((0, self.dimensions_with_words), np.float32))
 
 
 @lru_cache(maxsize=1)

@@ -53,7 +53,7 @@ class Tensors:
     are indices into the distinct tools' vectors, so a step costs (decisions x distinct tools)."""
 
     contexts: np.ndarray  # (n, d + words): the vectors, then the hashed words
-    tools: np.ndarray  # (k, d): the distinct tools' vectors
+    tools: np.ndarray  # (k, d + words): the distinct tools' vectors, then their hashed words
     buckets: np.ndarray  # (k,)
     candidates: np.ndarray  # (n, m): index into `tools` (0 where padded)
     mask: np.ndarray  # (n, m): real candidates
@@ -66,7 +66,7 @@ class Tensors:
         """With no `encoder`, the layout alone (empty vectors): a trainable encoder makes its own."""
         m = max((len(c) for c in batch.candidates), default=0)
         order = {h: i for i, h in enumerate(batch.specs)}
-        encode = encoder.encode_many if encoder else lambda texts: np.zeros((len(texts), 0), np.float32)
+        encode = encoder.encode_many_with_words if encoder else lambda texts: np.zeros((len(texts), 0), np.float32)
         tools = encode([text for _, text in batch.specs.values()])
         buckets = np.array([bucket(name) for name, _ in batch.specs.values()], np.int64)
         candidates = np.zeros((len(batch), m), np.int64)
@@ -80,7 +80,7 @@ class Tensors:
         for i, names in enumerate(batch.offered):
             if names and batch.choices[i] == OFFER:
                 offered[i, : len(batch.candidates[i])] = [batch.specs[h][0] in names for h in batch.candidates[i]]
-        contexts = encoder.encode_contexts(batch.contexts) if encoder else encode(batch.contexts)
+        contexts = encode(batch.contexts)
         return cls(contexts, tools, buckets, candidates, mask, action, forced, offered)
 
 
@@ -124,7 +124,7 @@ class TorchEngine:
         weight = as_tensor(batch.weights * serving, dtype=torch.float32)  # earlier versions' decisions: outcomes only
         labelled = as_tensor((batch.called >= 0) & (batch.called_ok >= 0))
         called, called_ok = as_tensor(batch.called), as_tensor(batch.called_ok)
-        current = current.widened(encoder.context_dimensions)  # weights from before the words: they start at 0
+        current = current.widened(encoder.dimensions_with_words)  # weights from before the words: they start at 0
         params = {k: torch.tensor(v, device=device, requires_grad=True) for k, v in current.arrays().items()}
         vectors = (TunedVectors(encoder, batch, candidates, buckets) if tune
                    else FixedVectors(as_tensor(arrays.contexts), as_tensor(arrays.tools), candidates, buckets))
@@ -135,8 +135,12 @@ class TorchEngine:
             probability and the outcome term. The ranking's confidence enters the action scores as
             a given: the tool scores learn only from the outcome term."""
             contexts, tools, tool_buckets, index = vectors(rows)
-            per_tool = (contexts @ p["P"]) @ (tools @ p["Q"]).T + contexts @ p["U"][tool_buckets].T + p["b"][tool_buckets]
-            scores = torch.gather(p["alpha"][0] * (contexts[:, : tools.shape[1]] @ tools.T) + per_tool, 1, index)
+            d = p["Q"].shape[0]  # the vectors' width; the words follow (none from a trainable encoder)
+            per_tool = ((contexts @ p["P"]) @ (tools[:, :d] @ p["Q"]).T + contexts @ p["U"][tool_buckets].T
+                        + p["b"][tool_buckets])
+            similar = (p["alpha"][0] * (contexts[:, :d] @ tools[:, :d].T)
+                       + p["beta"][0] * (contexts[:, d:] @ tools[:, d:].T))
+            scores = torch.gather(similar + per_tool, 1, index)
             scores = scores.masked_fill(~mask[rows], float("-inf"))
             confidence = torch.softmax(scores, dim=1).amax(dim=1).detach()
             actions = torch.stack([p["b_force"][0] + p["c_force"][0] * confidence,
@@ -184,7 +188,7 @@ class TorchEngine:
         # the shared terms and each tool's own decay toward the prior; its scale and the action scores stay
         groups = [{"params": [params["P"], params["Q"]], "weight_decay": config.weight_decay},
                   {"params": [params["U"], params["b"]], "weight_decay": config.tool_weight_decay},
-                  {"params": [params[k] for k in ("alpha", *PolicyWeights.ACTION_NAMES)], "weight_decay": 0.0}]
+                  {"params": [params[k] for k in ("alpha", "beta", *PolicyWeights.ACTION_NAMES)], "weight_decay": 0.0}]
         if tune:
             groups.append({"params": list(encoder.model.parameters()), "lr": self.encoder_learning_rate,
                            "weight_decay": 0.0})

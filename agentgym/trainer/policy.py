@@ -2,16 +2,18 @@
 
 For a request, `c` is the encoded context (the latest user turn and the tool results since:
 its vector, then its hashed words, `encoder.word_bag`) and `t_j` each offered tool's encoded
-text (name, description, parameter names). Tool j scores
+text (name, description, parameter names: its vector, then its words). Tool j scores
 
-    s_j = alpha * c'.t_j  +  (c P).(t_j Q)  +  U[h_j].c  +  b[h_j]
+    s_j = alpha * c'.t'_j  +  beta * w(c).w(t_j)  +  (c P).(t'_j Q)  +  U[h_j].c  +  b[h_j]
 
-(c' is the context's vector without its words). The first term generalises to tools never seen
-(text similarity); the low-rank bilinear term learns which kinds of request go with which kinds
-of tool; `U` and `b`, indexed by a hash of the tool's name, learn this deployment's facts about
-each tool ("this one fails for refunds"), from the words as well: which word of a request
-says which of two near-duplicate tools it needs. Weights trained before the words were read
-(P and U as wide as the vector alone) read the vector alone, as they were trained.
+(c' and t'_j are the vectors without the words; w(.) the words alone). The first two terms
+generalise to tools never seen: text similarity, and the words a request shares with a tool's
+text (learned from 0: the untrained ranking is text similarity alone); the low-rank bilinear term
+learns which kinds of request go with which kinds of tool; `U` and `b`, indexed by a hash of the
+tool's name, learn this deployment's facts about each tool ("this one fails for refunds"), from
+the words as well: which word of a request says which of two near-duplicate tools it needs.
+Weights trained before the words were read (P and U as wide as the vector alone, no `beta`)
+read the vector alone, as they were trained.
 The scores only rank the tools. The action is one of three, each scored from how sure the
 ranking is (`confidence`: the top tool's softmax probability):
 
@@ -65,6 +67,7 @@ def action_of(choice: int) -> int:
 @dataclass
 class PolicyWeights:
     alpha: np.ndarray  # shape (1,)
+    beta: np.ndarray  # (1,): the shared words' weight
     P: np.ndarray  # (d + words, RANK)
     Q: np.ndarray  # (d, RANK)
     U: np.ndarray  # (BUCKETS, d + words): P and U read the context's words too
@@ -75,8 +78,9 @@ class PolicyWeights:
     c_offer: np.ndarray  # (1,)
     b_defer: np.ndarray  # (1,)
 
-    NAMES = ("alpha", "P", "Q", "U", "b", "b_force", "c_force", "b_offer", "c_offer", "b_defer")
-    ACTION_NAMES = NAMES[5:]  # the action scores' five numbers
+    NAMES = ("alpha", "beta", "P", "Q", "U", "b", "b_force", "c_force", "b_offer", "c_offer", "b_defer")
+    ACTION_NAMES = NAMES[6:]  # the action scores' five numbers
+    SINCE = {"beta": 0.0}  # weights added after versions were saved without them: their value in those
 
     @classmethod
     def zero_shot(cls, dimensions: int, *, context_dimensions: int | None = None, alpha: float = 10.0,
@@ -90,7 +94,7 @@ class PolicyWeights:
         small = lambda *shape: (rng.standard_normal(shape) * 0.01).astype(np.float32)  # noqa: E731 - breaks symmetry
         zeros = lambda *shape: np.zeros(shape, np.float32)  # noqa: E731
         context = context_dimensions or dimensions  # the context's vector and, if read, its words
-        return cls(np.array([alpha], np.float32), small(context, RANK), small(dimensions, RANK),
+        return cls(np.array([alpha], np.float32), zeros(1), small(context, RANK), small(dimensions, RANK),
                    zeros(BUCKETS, context), zeros(BUCKETS), zeros(1), zeros(1),
                    np.array([b_defer - 2], np.float32), zeros(1), np.array([b_defer], np.float32))
 
@@ -114,12 +118,13 @@ class PolicyWeights:
     @classmethod
     def from_bytes(cls, data: bytes) -> PolicyWeights:
         with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-            missing = [n for n in cls.NAMES if n not in arrays]
+            missing = [n for n in cls.NAMES if n not in arrays and n not in cls.SINCE]
             if missing:
                 raise ValueError(f"policy weights lack {', '.join(missing)}")
-            weights = cls(**{n: arrays[n].astype(np.float32) for n in cls.NAMES})
+            weights = cls(**{n: arrays[n].astype(np.float32) if n in arrays else np.array([cls.SINCE[n]], np.float32)
+                             for n in cls.NAMES})
         d, c = weights.Q.shape[0], max(weights.P.shape[0], weights.Q.shape[0])  # the vector; with the words
-        shapes = {"alpha": (1,), "P": (c, RANK), "Q": (d, RANK), "U": (BUCKETS, c), "b": (BUCKETS,),
+        shapes = {"alpha": (1,), "beta": (1,), "P": (c, RANK), "Q": (d, RANK), "U": (BUCKETS, c), "b": (BUCKETS,),
                   **{name: (1,) for name in cls.ACTION_NAMES}}
         for name, shape in shapes.items():
             if getattr(weights, name).shape != shape or not np.isfinite(getattr(weights, name)).all():
@@ -128,10 +133,15 @@ class PolicyWeights:
         return weights
 
     def tool_scores(self, context: np.ndarray, tools: np.ndarray, buckets: np.ndarray) -> np.ndarray:
-        """s_j of each offered tool; of the context, as much as these weights read."""
-        context = context[: self.P.shape[0]]
-        return (self.alpha[0] * (tools @ context[: tools.shape[1]]) + (tools @ self.Q) @ (context @ self.P)
-                + self.U[buckets] @ context + self.b[buckets])
+        """s_j of each offered tool (`tools` with or without their words); of the context, as much
+        as these weights read."""
+        d = self.Q.shape[0]
+        vectors, context = tools[:, :d], context[: self.P.shape[0]]
+        scores = (self.alpha[0] * (vectors @ context[:d]) + (vectors @ self.Q) @ (context @ self.P)
+                  + self.U[buckets] @ context + self.b[buckets])
+        if tools.shape[1] > d and context.shape[0] > d:  # both with their words
+            scores += self.beta[0] * (tools[:, d:] @ context[d:])
+        return scores
 
     def action_scores(self, tool_scores: np.ndarray) -> np.ndarray:
         """Scores of force, offer, defer (ACTIONS' order)."""

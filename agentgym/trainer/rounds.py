@@ -62,7 +62,7 @@ def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Enc
     index = registry.index()
     live = index.live
     if live is None:
-        weights = PolicyWeights.zero_shot(encoder.dimensions, context_dimensions=encoder.context_dimensions,
+        weights = PolicyWeights.zero_shot(encoder.dimensions, context_dimensions=encoder.dimensions_with_words,
                                           b_defer=trainer.zero_shot_defer, seed=trainer.seed)
         version = registry.register(weights, parent=None, encoder=ENCODER_ID, encoder_checksum=encoder.checksum,
                                     training={"engine": "zero-shot", "seed": trainer.seed},

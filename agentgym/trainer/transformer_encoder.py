@@ -53,7 +53,7 @@ class TransformerEncoder:
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), truncation_side="left")
         # eval mode throughout, training too: dropout would make the policy's probabilities noisy
         self.model = AutoModel.from_pretrained(str(path), dtype=torch.float32).to(self.device).eval()
-        self.dimensions = self.context_dimensions = int(self.model.config.hidden_size)  # no word bag: it reads them
+        self.dimensions = self.dimensions_with_words = int(self.model.config.hidden_size)  # no word bag: it reads them
 
     def tokens(self, texts: list[str]) -> Tokens:
         encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
@@ -92,7 +92,7 @@ class TransformerEncoder:
                    for i in range(0, len(texts), chunk)]
         return torch.cat(out).cpu().numpy()
 
-    def encode_contexts(self, texts: list[str]) -> np.ndarray:
+    def encode_many_with_words(self, texts: list[str]) -> np.ndarray:
         return self.encode_many(texts)
 
     def state(self) -> dict[str, torch.Tensor]:
