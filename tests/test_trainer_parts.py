@@ -237,6 +237,7 @@ def test_earlier_versions_decisions_teach_the_tool_scores_but_not_the_actions():
     prior = start.tool_scores(context, tools, buckets)
     assert prior[1] < prior[0] and scores[1] > scores[0]  # cancel_order now ranks first
     assert new.beta[0] < start.beta[0] == 0  # the tool sharing the request's word ("refund") was the wrong one
+    assert np.array_equal(new.b, start.b) and not np.array_equal(new.U, start.U)  # each tool's facts, by request
     after = probabilities(new.action_scores(scores), 0.01)
     assert stats["decisions"] == 30 and stats["earlier_decisions"] == 30 and stats["outcome_decisions"] == 30
     batch.on_policy = None  # the same offers in the ratio: "offer" would grow

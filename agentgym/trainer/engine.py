@@ -18,7 +18,8 @@ picked was right. That term also reads the latest decisions of earlier versions
 (`trainer.outcome_decisions`; `Batch.on_policy` marks the serving version's, which alone feed
 the ratio, the KL term and the advantages): which tool works for which request does not depend
 on the policy that asked, and a round that learnt it from one version's batch alone forgot
-what the batches before had taught. Seeded, deterministic.
+what the batches before had taught. Each tool's score whatever the request (`b`) is left as it
+is (`UNTRAINED`). Seeded, deterministic.
 
 On a GPU the engine can also fine-tune the encoder (`TorchEngine(encoder_learning_rate=...)`
 with a `TransformerEncoder`): the same loss, with the context and tool vectors computed through
@@ -37,6 +38,13 @@ from agentgym.config import TrainerConfig
 from agentgym.trainer.batch import Batch, advantages
 from agentgym.trainer.encoder import Encoder
 from agentgym.trainer.policy import DEFER, OFFER, PolicyWeights, action_of, bucket, choice_probability, probabilities
+
+
+# Not trained: a tool's score whatever the request. Each call that worked pushes down the
+# candidates beside it, so it learnt a tool's popularity, which says nothing of a new request;
+# `U` learns each tool's facts for the kind of request. Left out, the held-out BFCL gain rose on
+# four splits of five and no scenario moved beyond its run-to-run spread (BENCHMARKS.md).
+UNTRAINED = frozenset({"b"})
 
 
 class Engine(Protocol):
@@ -125,7 +133,8 @@ class TorchEngine:
         labelled = as_tensor((batch.called >= 0) & (batch.called_ok >= 0))
         called, called_ok = as_tensor(batch.called), as_tensor(batch.called_ok)
         current = current.widened(encoder.dimensions_with_words)  # weights from before the words: they start at 0
-        params = {k: torch.tensor(v, device=device, requires_grad=True) for k, v in current.arrays().items()}
+        params = {k: torch.tensor(v, device=device, requires_grad=k not in UNTRAINED)
+                  for k, v in current.arrays().items()}
         vectors = (TunedVectors(encoder, batch, candidates, buckets) if tune
                    else FixedVectors(as_tensor(arrays.contexts), as_tensor(arrays.tools), candidates, buckets))
 
@@ -187,7 +196,7 @@ class TorchEngine:
             before = torch.cat([forward(params, rows)[1] for rows in chunks])
         # the shared terms and each tool's own decay toward the prior; its scale and the action scores stay
         groups = [{"params": [params["P"], params["Q"]], "weight_decay": config.weight_decay},
-                  {"params": [params["U"], params["b"]], "weight_decay": config.tool_weight_decay},
+                  {"params": [params["U"]], "weight_decay": config.tool_weight_decay},
                   {"params": [params[k] for k in ("alpha", "beta", *PolicyWeights.ACTION_NAMES)], "weight_decay": 0.0}]
         if tune:
             groups.append({"params": list(encoder.model.parameters()), "lr": self.encoder_learning_rate,

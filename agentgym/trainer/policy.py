@@ -9,9 +9,12 @@ text (name, description, parameter names: its vector, then its words). Tool j sc
 (c' and t'_j are the vectors without the words; w(.) the words alone). The first two terms
 generalise to tools never seen: text similarity, and the words a request shares with a tool's
 text (learned from 0: the untrained ranking is text similarity alone); the low-rank bilinear term
-learns which kinds of request go with which kinds of tool; `U` and `b`, indexed by a hash of the
-tool's name, learn this deployment's facts about each tool ("this one fails for refunds"), from
-the words as well: which word of a request says which of two near-duplicate tools it needs.
+learns which kinds of request go with which kinds of tool; `U`, indexed by a hash of the tool's
+name, learns this deployment's facts about each tool ("this one fails for refunds"), from the
+words as well: which word of a request says which of two near-duplicate tools it needs. `b`, a
+tool's score whatever the request, is not trained (`agentgym.trainer.engine.UNTRAINED`: it
+learnt a tool's popularity, which says nothing of a new request); it is 0 in new versions, and
+versions trained before keep theirs.
 Weights trained before the words were read (P and U as wide as the vector alone, no `beta`)
 read the vector alone, as they were trained.
 The scores only rank the tools. The action is one of three, each scored from how sure the
