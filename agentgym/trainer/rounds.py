@@ -75,7 +75,7 @@ def train_round(con: duckdb.DuckDBPyConnection, registry: Registry, encoder: Enc
     if shadow is not None:
         return {"status": "waiting", "live": live, "shadow": shadow,
                 "reason": f"{shadow} is in shadow, not yet judged: a new version would replace it unjudged (roll it "
-                          f"back to train now)"}
+                          "back to train now)"}
     _, current = registry.load(live)
     if not isinstance(current, PolicyWeights):
         return {"status": "skipped", "live": live, "reason": f"{live} is an LLM planner: the torch engine trains the "
