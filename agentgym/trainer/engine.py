@@ -88,8 +88,7 @@ class Tensors:
         for i, names in enumerate(batch.offered):
             if names and batch.choices[i] == OFFER:
                 offered[i, : len(batch.candidates[i])] = [batch.specs[h][0] in names for h in batch.candidates[i]]
-        contexts = encode(batch.contexts)
-        return cls(contexts, tools, buckets, candidates, mask, action, forced, offered)
+        return cls(encode(batch.contexts), tools, buckets, candidates, mask, action, forced, offered)
 
 
 def usable(batch: Batch) -> Batch:
